@@ -1,0 +1,205 @@
+/**
+ * The `jetshard` command. Each subcommand has --help. Admin commands (model, infer, workers) talk to NATS
+ * directly (JETSHARD_NATS_URL), so they work without a gateway.
+ */
+import { readFile } from "node:fs/promises";
+import { JetshardClient } from "#shared/client.js";
+import { loadConfig, ConfigError } from "#shared/config.js";
+import { JobError } from "#shared/errors.js";
+import { addModel, deleteModel, listModels } from "#shared/model-repo.js";
+import { connectNats, openInfra, type Infra } from "#shared/nats.js";
+import { typedArrayToJson, type Tensor } from "#shared/tensor.js";
+import { tensorsFromJson } from "#shared/validate.js";
+import { InferRequestSchema, WorkerInfoSchema, zodMessage } from "#shared/wire.js";
+import { parse, UsageError } from "./args.js";
+
+const HELP: Record<string, string> = {
+  main: `jetshard: ML jobs across a fleet of machines, on NATS JetStream
+
+Usage: jetshard <command> [options]
+
+Commands:
+  up                     run the whole stack locally (nats-server, gateway, workers, demo model)
+  gateway                run the HTTP gateway (Open Inference Protocol v2 + /v1 API)
+  worker                 run a stateless worker
+  model add|list|rm      manage the model repository
+  infer <model>          run one inference through NATS
+  workers                list live workers
+
+Every command reads JETSHARD_* environment variables (see README). Use "jetshard <command> --help".`,
+  up: `Usage: jetshard up
+
+Starts nats-server from nats.conf (unless JETSHARD_NATS_URL is set), the gateway on JETSHARD_PORT,
+JETSHARD_WORKERS workers, seeds the demo models, and prints a curl to try. Ctrl-C stops everything it started.`,
+  gateway: `Usage: jetshard gateway
+
+Runs the HTTP gateway on JETSHARD_HOST:JETSHARD_PORT, connected to JETSHARD_NATS_URL.`,
+  worker: `Usage: jetshard worker
+
+Runs a worker. It serves every model in the repository, or those in JETSHARD_SERVE (comma-separated).
+Concurrency: JETSHARD_WORKER_CONCURRENCY. Device: JETSHARD_DEVICE=auto|cpu|cuda. SIGTERM drains it.`,
+  model: `Usage:
+  jetshard model add <file.onnx> --name <name>   store a model (a new version if the name exists)
+  jetshard model list                            list models and versions
+  jetshard model rm <name>                       delete a model and all its versions`,
+  infer: `Usage: jetshard infer <model> (--json '<v2 request>' | --json @request.json | --input name:DATATYPE:1x4:1,2,3,4 ...)
+        [--version N] [--output name ...] [--timeout-ms 30000]
+
+Publishes one job straight to JetStream and prints the v2 JSON response.`,
+  workers: `Usage: jetshard workers
+
+Lists live workers: id, device, models served, jobs in flight.`,
+};
+
+function help(cmd: string): void {
+  process.stdout.write(HELP[cmd] + "\n");
+}
+
+async function withInfra<T>(fn: (infra: Infra) => Promise<T>): Promise<T> {
+  const config = loadConfig();
+  const nc = await connectNats(config.natsServers, "jetshard-cli").catch((err) => {
+    throw new UsageError(`cannot reach NATS at ${config.natsServers.join(",")} (set JETSHARD_NATS_URL): ${err.message}`);
+  });
+  try {
+    return await fn(await openInfra(nc, config));
+  } finally {
+    await nc.drain();
+  }
+}
+
+function parseInputFlag(s: string): Tensor {
+  const [name, datatype, shape, data] = s.split(":");
+  if (!name || !datatype || !shape || data === undefined) throw new UsageError(`--input ${s}: expected name:DATATYPE:1x4:1,2,3,4`);
+  const dims = shape.split("x").map(Number);
+  const values = data.split(",").map((v) => (v === "true" ? true : v === "false" ? false : Number(v)));
+  const req = InferRequestSchema.parse({ inputs: [{ name, datatype, shape: dims, data: values }] });
+  return tensorsFromJson(req)[0]!;
+}
+
+async function cmdModel(argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv;
+  const { values, positionals } = parse(rest, { name: { type: "string" } });
+  if (values.help || !sub) return help("model");
+  if (sub === "add") {
+    const file = positionals[0];
+    if (!file || !values.name) throw new UsageError("model add needs <file.onnx> and --name");
+    const bytes = new Uint8Array(await readFile(file));
+    const mv = await withInfra((infra) => addModel(infra, values.name!, bytes));
+    console.log(JSON.stringify({ name: values.name, version: mv.version, inputs: mv.inputs, outputs: mv.outputs, shards: mv.shards.length }));
+  } else if (sub === "list") {
+    const models = await withInfra(listModels);
+    for (const m of models) console.log(`${m.name}\tlatest=${m.latest}\tversions=${m.versions.map((v) => v.version).join(",")}`);
+    if (models.length === 0) console.log("(no models)");
+  } else if (sub === "rm") {
+    const name = positionals[0];
+    if (!name) throw new UsageError("model rm needs <name>");
+    const ok = await withInfra((infra) => deleteModel(infra, name));
+    if (!ok) throw new UsageError(`model "${name}" not found`);
+    console.log(`deleted ${name}`);
+  } else {
+    throw new UsageError(`unknown model command "${sub}" (add, list, rm)`);
+  }
+}
+
+async function cmdInfer(argv: string[]): Promise<void> {
+  const { values, positionals } = parse(argv, {
+    json: { type: "string" },
+    input: { type: "string", multiple: true },
+    output: { type: "string", multiple: true },
+    version: { type: "string" },
+    "timeout-ms": { type: "string" },
+  });
+  if (values.help) return help("infer");
+  const model = positionals[0];
+  if (!model) throw new UsageError("infer needs <model>");
+  let inputs: Tensor[];
+  let requestId: string | undefined;
+  let outputs = values.output;
+  if (values.json) {
+    const text = values.json.startsWith("@") ? await readFile(values.json.slice(1), "utf8") : values.json;
+    const parsed = InferRequestSchema.safeParse(JSON.parse(text));
+    if (!parsed.success) throw new UsageError(zodMessage(parsed.error, "--json"));
+    inputs = tensorsFromJson(parsed.data);
+    requestId = parsed.data.id;
+    outputs ??= parsed.data.outputs?.map((o) => o.name);
+  } else if (values.input?.length) {
+    inputs = values.input.map(parseInputFlag);
+  } else {
+    throw new UsageError("infer needs --json or --input");
+  }
+  const config = loadConfig();
+  const client = await JetshardClient.connect(config.natsServers);
+  try {
+    const r = await client.infer(model, inputs, {
+      outputs,
+      requestId,
+      version: values.version ? Number(values.version) : undefined,
+      timeoutMs: values["timeout-ms"] ? Number(values["timeout-ms"]) : config.requestTimeoutMs,
+    });
+    console.log(
+      JSON.stringify({
+        model_name: r.model,
+        model_version: String(r.version ?? ""),
+        id: r.requestId,
+        parameters: { job_id: r.id, worker: r.worker },
+        outputs: r.outputs.map((t) => ({ name: t.name, datatype: t.datatype, shape: t.shape, data: typedArrayToJson(t.datatype, t.data) })),
+      }),
+    );
+  } finally {
+    await client.close();
+  }
+}
+
+async function cmdWorkers(argv: string[]): Promise<void> {
+  const { values } = parse(argv, {});
+  if (values.help) return help("workers");
+  const config = loadConfig();
+  const rows = await withInfra(async (infra) => {
+    const out = [];
+    for await (const k of await infra.workers.keys()) {
+      const e = await infra.workers.get(k);
+      if (e?.operation === "PUT" && e.value.length) {
+        const w = WorkerInfoSchema.parse(e.json());
+        if (Date.now() - w.updatedAt < config.workerTtlMs) out.push(w);
+      }
+    }
+    return out;
+  });
+  for (const w of rows) console.log(`${w.id}\t${w.device.kind}:${w.device.name}\tin-flight=${w.inFlight}\tprocessed=${w.processed}\tmodels=${w.models.join(",")}`);
+  if (rows.length === 0) console.log("(no live workers)");
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === "--help" || cmd === "-h" || cmd === "help") return help("main");
+  const wantsHelp = rest.includes("--help") || rest.includes("-h");
+  switch (cmd) {
+    case "up":
+      if (wantsHelp) return help("up");
+      return (await import("./up.js")).runUp();
+    case "gateway":
+      if (wantsHelp) return help("gateway");
+      return (await import("../gateway/main.js")).runGateway();
+    case "worker":
+      if (wantsHelp) return help("worker");
+      return (await import("../worker/main.js")).runWorker();
+    case "model":
+      return cmdModel(rest);
+    case "infer":
+      return cmdInfer(rest);
+    case "workers":
+      return cmdWorkers(rest);
+    default:
+      throw new UsageError(`unknown command "${cmd}"; see jetshard --help`);
+  }
+}
+
+main(process.argv.slice(2)).catch((err) => {
+  if (err instanceof UsageError || err instanceof ConfigError || err instanceof JobError) {
+    process.stderr.write(`jetshard: ${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`jetshard: ${err?.stack ?? err}\n`);
+  process.exit(1);
+});
+

@@ -1,0 +1,111 @@
+/**
+ * `jetshard up` (= `npm start`): the whole stack on one machine. nats-server (unless JETSHARD_NATS_URL names
+ * one), a gateway, JETSHARD_WORKERS workers, the demo models; Ctrl-C stops everything it started, workers first
+ * so they drain and deregister, nats-server last.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdir } from "node:fs/promises";
+import net from "node:net";
+import path from "node:path";
+import { loadConfig } from "#shared/config.js";
+import { DEMO_MLP, DEMO_MLP_REQUEST, demoMlpBytes } from "#shared/demo.js";
+import { createLogger } from "#shared/log.js";
+import { addModel, getModel } from "#shared/model-repo.js";
+import { connectNats, openInfra } from "#shared/nats.js";
+import { findNatsServer, startNatsServer, type RunningNats } from "#shared/nats-server.js";
+import { UsageError } from "./args.js";
+
+const ROOT = path.resolve(import.meta.dirname, "../..");
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once("error", () => resolve(false));
+    s.listen(port, "0.0.0.0", () => s.close(() => resolve(true)));
+  });
+}
+
+function exited(p: ChildProcess): Promise<void> {
+  return new Promise((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.once("exit", () => r())));
+}
+
+export async function runUp(env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const config = loadConfig(env);
+  const log = createLogger({ level: config.logLevel, name: "up" });
+  const children: ChildProcess[] = [];
+  let nats: RunningNats | null = null;
+  let natsUrl = config.natsServers.join(",");
+  let shuttingDown = false;
+
+  const shutdown = async (code: number) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    log.info("stopping workers and gateway");
+    for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
+    const timer = setTimeout(() => children.forEach((c) => c.exitCode === null && c.kill("SIGKILL")), 15_000);
+    await Promise.all(children.map(exited));
+    clearTimeout(timer);
+    if (nats) {
+      log.info("stopping nats-server");
+      await nats.stop();
+    }
+    process.exit(code);
+  };
+  process.on("SIGINT", () => void shutdown(0));
+  process.on("SIGTERM", () => void shutdown(0));
+  process.on("exit", () => {
+    for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
+    if (nats && nats.proc.exitCode === null) nats.proc.kill("SIGKILL");
+  });
+
+  if (!config.natsUrlGiven) {
+    if (!findNatsServer()) throw new UsageError("nats-server not found. On Debian/Ubuntu: sudo apt-get install nats-server; elsewhere see https://docs.nats.io (or set JETSHARD_NATS_URL to an existing server)");
+    if (!(await portFree(4222))) {
+      throw new UsageError("port 4222 is in use: is a nats-server already running? Use it with JETSHARD_NATS_URL=nats://127.0.0.1:4222 npm start");
+    }
+    const storeDir = path.resolve(config.dataDir, "nats");
+    await mkdir(storeDir, { recursive: true });
+    process.env.JETSHARD_NATS_STORE_DIR = storeDir;
+    nats = await startNatsServer({ configFile: path.join(ROOT, "nats.conf"), workDir: path.resolve(config.dataDir), storeDir, inheritOutput: false });
+    natsUrl = nats.url;
+    log.info({ url: natsUrl, storeDir }, "nats-server started from nats.conf");
+  }
+
+  const nc = await connectNats(natsUrl.split(","), "jetshard-up");
+  const infra = await openInfra(nc, config);
+  if (config.seedDemo && !(await getModel(infra, DEMO_MLP))) {
+    const mv = await addModel(infra, DEMO_MLP, demoMlpBytes());
+    log.info({ model: DEMO_MLP, version: mv.version }, "seeded demo model");
+  }
+  await nc.drain();
+
+  const childEnv = { ...process.env, JETSHARD_NATS_URL: natsUrl };
+  const bin = path.join(ROOT, "bin/jetshard.js");
+  const start = (args: string[]) => {
+    // own process group: Ctrl-C reaches only `up`, which then stops children in order
+    const c = spawn(process.execPath, [bin, ...args], { env: childEnv, stdio: ["ignore", "inherit", "inherit"], detached: true });
+    c.once("exit", (code, signal) => {
+      if (!shuttingDown) log.error({ args, code, signal }, "a jetshard process exited; stopping the stack");
+      void shutdown(1);
+    });
+    children.push(c);
+  };
+  start(["gateway"]);
+  for (let i = 0; i < config.workers; i++) start(["worker"]);
+
+  const base = `http://127.0.0.1:${config.port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const ok = await fetch(`${base}/v2/models/${DEMO_MLP}/ready`).then((r) => r.ok, () => false);
+    if (ok || !config.seedDemo) break;
+    if (Date.now() > deadline) {
+      log.error("stack did not become ready within 60 s");
+      return shutdown(1);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const curl = `curl -s ${base}/v2/models/${DEMO_MLP}/infer -H 'content-type: application/json' -d '${JSON.stringify(DEMO_MLP_REQUEST)}'`;
+  process.stdout.write(
+    `\njetshard is up: gateway ${base}, ${config.workers} worker(s), NATS ${natsUrl}\n\nTry:\n  ${curl}\n\nCtrl-C stops everything.\n\n`,
+  );
+}

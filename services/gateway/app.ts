@@ -1,0 +1,188 @@
+/**
+ * The HTTP API: Open Inference Protocol v2 (as Triton and KServe speak it) plus jetshard's own /v1 routes.
+ * Every error leaves through `onError` as `{ "error": "..." }`: 4xx for the caller's mistakes, 5xx for ours.
+ */
+import { Hono, type Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
+import type { JetshardClient } from "#shared/client.js";
+import type { JetshardConfig } from "#shared/config.js";
+import { JobError } from "#shared/errors.js";
+import type { KvMirror } from "#shared/kv-mirror.js";
+import type { Logger } from "#shared/log.js";
+import { addModel, checkModelName, deleteModel, pickVersion } from "#shared/model-repo.js";
+import type { Infra } from "#shared/nats.js";
+import { toV2Json } from "#shared/results.js";
+import { tensorsFromJson, validateInputs, validateOutputs } from "#shared/validate.js";
+import { InferRequestSchema, zodMessage, type ModelRecord, type ModelVersion, type WorkerInfo } from "#shared/wire.js";
+import { Metrics } from "./metrics.js";
+
+export const SERVER_VERSION = "0.1.0";
+
+export interface AppDeps {
+  config: JetshardConfig;
+  log: Logger;
+  infra: Infra;
+  client: JetshardClient;
+  models: KvMirror<ModelRecord>;
+  workers: KvMirror<WorkerInfo>;
+}
+
+export function createApp({ config, log, infra, client, models, workers }: AppDeps) {
+  const app = new Hono();
+  const metrics = new Metrics();
+
+  const liveWorkers = () => workers.values().filter((w) => Date.now() - w.updatedAt < config.workerTtlMs);
+  const workersFor = (model: string) => liveWorkers().filter((w) => w.models.includes(model));
+  metrics.gauge("jetshard_workers_live", () => liveWorkers().length);
+  metrics.gauge("jetshard_models", () => models.values().length);
+
+  function modelOr404(name: string): ModelRecord {
+    const rec = models.get(name);
+    if (!rec) throw new JobError("MODEL_NOT_FOUND", `model "${name}" not found`);
+    return rec;
+  }
+
+  function versionParam(c: Context): number | undefined {
+    const v = c.req.param("version");
+    if (v === undefined) return undefined;
+    if (!/^[1-9][0-9]*$/.test(v)) throw new JobError("BAD_REQUEST", `version "${v}" is not a positive integer`);
+    return Number(v);
+  }
+
+  const v2Metadata = (rec: ModelRecord, mv: ModelVersion) => ({
+    name: rec.name,
+    versions: rec.versions.map((v) => String(v.version)),
+    platform: mv.platform,
+    inputs: mv.inputs,
+    outputs: mv.outputs,
+  });
+
+  app.use("*", async (c, next) => {
+    const t0 = performance.now();
+    await next();
+    metrics.inc("jetshard_http_requests_total", { method: c.req.method, status: String(c.res.status) });
+    if (c.req.method === "POST" && c.req.path.endsWith("/infer")) {
+      metrics.observe("jetshard_infer_duration_seconds", { status: String(c.res.status) }, (performance.now() - t0) / 1000);
+    }
+  });
+
+  app.onError((err, c) => {
+    if (err instanceof JobError) {
+      if (err.status >= 500) log.error({ err, cause: err.cause }, "request failed");
+      return c.json({ error: err.message }, err.status as 400);
+    }
+    if (err instanceof HTTPException) return c.json({ error: err.message || "bad request" }, err.status);
+    log.error({ err }, "unhandled error");
+    return c.json({ error: "internal error" }, 500);
+  });
+  app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}` }, 404));
+
+  const jsonLimit = bodyLimit({
+    maxSize: config.maxBodyBytes,
+    onError: (c) => c.json({ error: `request body exceeds the limit of ${config.maxBodyBytes} bytes (JETSHARD_MAX_BODY_MB)` }, 413),
+  });
+  const modelLimit = bodyLimit({
+    maxSize: config.maxModelBytes,
+    onError: (c) => c.json({ error: `model upload exceeds the limit of ${config.maxModelBytes} bytes (JETSHARD_MAX_MODEL_MB)` }, 413),
+  });
+
+  // ---- Open Inference Protocol v2
+  app.get("/v2/health/live", (c) => c.json({ live: true }));
+  app.get("/v2/health/ready", (c) => {
+    const connected = !infra.nc.isClosed();
+    const live = liveWorkers().length;
+    if (connected && live > 0) return c.json({ ready: true, workers: live });
+    return c.json({ ready: false, error: connected ? "no live worker" : "not connected to NATS" }, 503);
+  });
+  app.get("/v2", (c) => c.json({ name: "jetshard", version: SERVER_VERSION, extensions: ["model_repository"] }));
+
+  const metadata = (c: Context) => {
+    const rec = modelOr404(c.req.param("model")!);
+    return c.json(v2Metadata(rec, pickVersion(rec, versionParam(c))));
+  };
+  app.get("/v2/models/:model", metadata);
+  app.get("/v2/models/:model/versions/:version", metadata);
+
+  const ready = (c: Context) => {
+    const rec = modelOr404(c.req.param("model")!);
+    pickVersion(rec, versionParam(c));
+    const serving = workersFor(rec.name).length;
+    if (serving > 0) return c.json({ name: rec.name, ready: true, workers: serving });
+    return c.json({ name: rec.name, ready: false, error: `no live worker serves model "${rec.name}"` }, 503);
+  };
+  app.get("/v2/models/:model/ready", ready);
+  app.get("/v2/models/:model/versions/:version/ready", ready);
+
+  const infer = async (c: Context) => {
+    const name = c.req.param("model")!;
+    const rec = modelOr404(name);
+    const mv = pickVersion(rec, versionParam(c));
+    let body: unknown;
+    try {
+      body = await c.req.json();
+    } catch {
+      throw new JobError("BAD_REQUEST", "request body is not valid JSON");
+    }
+    const parsed = InferRequestSchema.safeParse(body);
+    if (!parsed.success) throw new JobError("BAD_REQUEST", zodMessage(parsed.error));
+    const req = parsed.data;
+    const inputs = tensorsFromJson(req);
+    validateInputs(name, mv.inputs, inputs);
+    const outputs = req.outputs?.map((o) => o.name);
+    validateOutputs(name, mv.outputs, outputs);
+    try {
+      const r = await client.infer(name, inputs, {
+        version: mv.version,
+        outputs,
+        requestId: req.id,
+        parameters: req.parameters,
+        timeoutMs: config.requestTimeoutMs,
+      });
+      return c.json(toV2Json({ kind: "result", id: r.id, model: name, version: r.version, requestId: req.id, ok: true, worker: r.worker, computeMs: r.computeMs }, r.outputs));
+    } catch (err) {
+      if (err instanceof JobError && err.code === "TIMEOUT" && workersFor(name).length === 0) {
+        throw new JobError("NO_WORKER", `no worker served model "${name}" within ${config.requestTimeoutMs} ms (live workers serving it: 0)`);
+      }
+      throw err;
+    }
+  };
+  app.post("/v2/models/:model/infer", jsonLimit, infer);
+  app.post("/v2/models/:model/versions/:version/infer", jsonLimit, infer);
+
+  // ---- jetshard model repository
+  app.put("/v1/models/:model", modelLimit, async (c) => {
+    const name = c.req.param("model");
+    checkModelName(name);
+    const bytes = new Uint8Array(await c.req.arrayBuffer());
+    if (bytes.byteLength === 0) throw new JobError("BAD_REQUEST", "request body is empty: send the ONNX model bytes");
+    const mv = await addModel(infra, name, bytes);
+    log.info({ model: name, version: mv.version, bytes: mv.bytes }, "model added");
+    return c.json({ name, ...mv }, 201);
+  });
+  app.get("/v1/models", (c) =>
+    c.json({
+      models: models
+        .values()
+        .sort((a, b) => a.name.localeCompare(b.name))
+        .map((r) => ({ name: r.name, latest: r.latest, versions: r.versions.map((v) => v.version), workers: workersFor(r.name).length })),
+    }),
+  );
+  app.get("/v1/models/:model", (c) => {
+    const rec = modelOr404(c.req.param("model"));
+    return c.json({ ...rec, workers: workersFor(rec.name).map((w) => w.id) });
+  });
+  app.delete("/v1/models/:model", async (c) => {
+    const name = c.req.param("model");
+    checkModelName(name);
+    if (!(await deleteModel(infra, name))) throw new JobError("MODEL_NOT_FOUND", `model "${name}" not found`);
+    log.info({ model: name }, "model deleted");
+    return c.json({ name, deleted: true });
+  });
+
+  app.get("/v1/workers", (c) => c.json({ workers: liveWorkers().sort((a, b) => a.id.localeCompare(b.id)) }));
+
+  app.get("/metrics", (c) => c.text(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4" }));
+
+  return app;
+}

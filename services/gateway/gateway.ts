@@ -1,0 +1,61 @@
+import { serve, type ServerType } from "@hono/node-server";
+import type { AddressInfo } from "node:net";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { JetshardClient } from "#shared/client.js";
+import type { JetshardConfig } from "#shared/config.js";
+import { KvMirror } from "#shared/kv-mirror.js";
+import type { Logger } from "#shared/log.js";
+import { connectNats, openInfra } from "#shared/nats.js";
+import { ModelRecordSchema, WorkerInfoSchema } from "#shared/wire.js";
+import { createApp } from "./app.js";
+
+export interface Gateway {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** The bound port (useful with JETSHARD_PORT=0). */
+  readonly port: number;
+  readonly url: string;
+}
+
+export function createGateway({ config, log: rootLog, nc: givenNc }: { config: JetshardConfig; log: Logger; nc?: NatsConnection }): Gateway {
+  const log = rootLog.child({ component: "gateway" });
+  let server: ServerType | null = null;
+  let nc: NatsConnection | null = null;
+  let client: JetshardClient | null = null;
+  const mirrors: Array<KvMirror<unknown>> = [];
+  let port = config.port;
+
+  return {
+    get port() {
+      return port;
+    },
+    get url() {
+      return `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${port}`;
+    },
+    async start() {
+      nc = givenNc ?? (await connectNats(config.natsServers, "jetshard-gateway", log));
+      const infra = await openInfra(nc, { workerTtlMs: config.workerTtlMs, resultRetentionMs: config.resultRetentionMs });
+      const models = new KvMirror(infra.models, ModelRecordSchema, log);
+      const workers = new KvMirror(infra.workers, WorkerInfoSchema, log);
+      await Promise.all([models.start(), workers.start()]);
+      mirrors.push(models as KvMirror<unknown>, workers as KvMirror<unknown>);
+      client = new JetshardClient(nc);
+      const app = createApp({ config, log, infra, client, models, workers });
+      await new Promise<void>((resolve, reject) => {
+        server = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, (addr: AddressInfo) => {
+          port = addr.port;
+          resolve();
+        });
+        server.once("error", reject);
+      });
+      log.info({ url: this.url }, "gateway listening");
+    },
+    async stop() {
+      await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+      for (const m of mirrors) m.stop();
+      await client?.close();
+      if (!givenNc) await nc?.drain().catch(() => undefined);
+      log.info("gateway stopped");
+    },
+  };
+}

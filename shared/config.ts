@@ -1,0 +1,83 @@
+import { z } from "zod";
+
+const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
+const boolStr = (def: boolean) =>
+  z
+    .enum(["1", "0", "true", "false", "yes", "no", ""])
+    .default(def ? "1" : "0")
+    .transform((v) => v === "1" || v === "true" || v === "yes");
+
+/**
+ * Every environment variable jetshard reads, with its default. Units are in the names.
+ * The README's configuration table mirrors this schema; keep them together.
+ */
+const EnvSchema = z.object({
+  JETSHARD_NATS_URL: z.string().optional(),
+  JETSHARD_HOST: z.string().default("0.0.0.0"),
+  JETSHARD_PORT: int(8080),
+  JETSHARD_WORKERS: int(2),
+  JETSHARD_DATA_DIR: z.string().default(".data"),
+  JETSHARD_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
+  JETSHARD_REQUEST_TIMEOUT_MS: int(30_000, 1),
+  JETSHARD_MAX_BODY_MB: z.coerce.number().positive().default(8),
+  JETSHARD_MAX_MODEL_MB: z.coerce.number().positive().default(1024),
+  JETSHARD_HEARTBEAT_MS: int(5_000, 100),
+  JETSHARD_WORKER_TTL_MS: int(15_000, 300),
+  JETSHARD_ACK_WAIT_MS: int(30_000, 500),
+  JETSHARD_MAX_DELIVER: int(5, 1),
+  JETSHARD_WORKER_CONCURRENCY: int(4, 1),
+  JETSHARD_SERVE: z.string().default(""),
+  JETSHARD_CACHE_DIR: z.string().optional(),
+  JETSHARD_MODEL_CACHE_MAX: int(8, 1),
+  JETSHARD_MODEL_CACHE_MB: int(4096, 1),
+  JETSHARD_RESULT_RETENTION_S: int(3600, 1),
+  JETSHARD_ORT_INTRA_THREADS: int(0),
+  JETSHARD_ORT_INTER_THREADS: int(0),
+  JETSHARD_DEVICE: z.enum(["auto", "cpu", "cuda"]).default("auto"),
+  JETSHARD_SEED_DEMO: boolStr(true),
+});
+
+export type JetshardConfig = ReturnType<typeof loadConfig>;
+
+/** Parses the environment once. Throws a ConfigError naming the variable on bad values. */
+export function loadConfig(env: Record<string, string | undefined> = process.env) {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ConfigError(`${issue.path.join(".")}: ${issue.message}`);
+  }
+  const e = parsed.data;
+  return {
+    /** Comma-separated NATS servers. */
+    natsServers: (e.JETSHARD_NATS_URL ?? "nats://127.0.0.1:4222").split(",").map((s) => s.trim()).filter(Boolean),
+    /** Whether the user named a NATS server (then `up` starts none). */
+    natsUrlGiven: e.JETSHARD_NATS_URL !== undefined && e.JETSHARD_NATS_URL !== "",
+    host: e.JETSHARD_HOST,
+    port: e.JETSHARD_PORT,
+    workers: e.JETSHARD_WORKERS,
+    dataDir: e.JETSHARD_DATA_DIR,
+    logLevel: e.JETSHARD_LOG_LEVEL,
+    requestTimeoutMs: e.JETSHARD_REQUEST_TIMEOUT_MS,
+    maxBodyBytes: Math.floor(e.JETSHARD_MAX_BODY_MB * 1024 * 1024),
+    maxModelBytes: Math.floor(e.JETSHARD_MAX_MODEL_MB * 1024 * 1024),
+    heartbeatMs: e.JETSHARD_HEARTBEAT_MS,
+    workerTtlMs: e.JETSHARD_WORKER_TTL_MS,
+    ackWaitMs: e.JETSHARD_ACK_WAIT_MS,
+    maxDeliver: e.JETSHARD_MAX_DELIVER,
+    workerConcurrency: e.JETSHARD_WORKER_CONCURRENCY,
+    /** Models this worker serves; empty = every model in the repository. */
+    serve: e.JETSHARD_SERVE.split(",").map((s) => s.trim()).filter(Boolean),
+    cacheDir: e.JETSHARD_CACHE_DIR ?? `${e.JETSHARD_DATA_DIR}/model-cache`,
+    modelCacheMax: e.JETSHARD_MODEL_CACHE_MAX,
+    modelCacheBytes: e.JETSHARD_MODEL_CACHE_MB * 1024 * 1024,
+    resultRetentionMs: e.JETSHARD_RESULT_RETENTION_S * 1000,
+    ortIntraOpThreads: e.JETSHARD_ORT_INTRA_THREADS,
+    ortInterOpThreads: e.JETSHARD_ORT_INTER_THREADS,
+    device: e.JETSHARD_DEVICE,
+    seedDemo: e.JETSHARD_SEED_DEMO,
+  };
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}

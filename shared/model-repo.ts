@@ -1,0 +1,162 @@
+/**
+ * The model repository: ONNX bytes in the object store, metadata in the `models` KV bucket.
+ * Re-adding a name creates a new version; versions are immutable.
+ */
+import { createHash } from "node:crypto";
+import * as ort from "onnxruntime-node";
+import type { Infra } from "./nats.js";
+import { JobError } from "./errors.js";
+import { NAME_PATTERN, STREAMS, consumerName, subjects } from "./subjects.js";
+import { datatypeFromOrt } from "./tensor.js";
+import { ModelRecordSchema, type ModelRecord, type ModelVersion, type ShardInfo, type TensorSpec } from "./wire.js";
+
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** Throws a 400 unless `name` can be a subject token and KV key. */
+export function checkModelName(name: string): void {
+  if (!NAME_PATTERN.test(name)) {
+    throw new JobError("BAD_REQUEST", `model name ${JSON.stringify(name)}: use 1-128 letters, digits, '_' or '-', starting with a letter or digit`);
+  }
+}
+
+function toSpec(m: ort.InferenceSession.ValueMetadata, where: string): TensorSpec {
+  if (!m.isTensor) throw new JobError("MODEL_INVALID", `${where} "${m.name}" is not a tensor; jetshard serves tensor inputs and outputs only`);
+  const datatype = datatypeFromOrt(m.type);
+  if (!datatype) throw new JobError("MODEL_INVALID", `${where} "${m.name}" has type ${m.type}, which jetshard does not serve`);
+  return { name: m.name, datatype, shape: m.shape.map((d) => (typeof d === "number" && d >= 0 ? d : -1)) };
+}
+
+/**
+ * Loads `bytes` in ONNX Runtime to prove it is a usable model and reads its inputs and outputs.
+ * Throws JobError MODEL_INVALID (400) with ORT's reason.
+ */
+export async function inspectModel(bytes: Uint8Array): Promise<{ inputs: TensorSpec[]; outputs: TensorSpec[] }> {
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: "disabled" });
+  } catch (err) {
+    const reason = (err instanceof Error ? err.message : String(err)).split("\n")[0]!.slice(0, 300);
+    throw new JobError("MODEL_INVALID", `not a valid ONNX model: ${reason}`, { cause: err });
+  }
+  try {
+    return {
+      inputs: session.inputMetadata.map((m) => toSpec(m, "input")),
+      outputs: session.outputMetadata.map((m) => toSpec(m, "output")),
+    };
+  } finally {
+    await session.release();
+  }
+}
+
+export function objectName(model: string, version: number, shard: number): string {
+  return `${model}/${version}/${shard}.onnx`;
+}
+
+/** Reads a model's record, or null when there is none. */
+export async function getModel(infra: Infra, name: string): Promise<ModelRecord | null> {
+  const e = await infra.models.get(name);
+  if (!e || e.operation !== "PUT" || e.value.length === 0) return null;
+  return ModelRecordSchema.parse(e.json());
+}
+
+/** A version of a model; the latest when `version` is undefined. Throws MODEL_NOT_FOUND. */
+export function pickVersion(rec: ModelRecord, version?: number): ModelVersion {
+  const v = version ?? rec.latest;
+  const found = rec.versions.find((x) => x.version === v);
+  if (!found) throw new JobError("MODEL_NOT_FOUND", `model "${rec.name}" has no version ${v} (versions: ${rec.versions.map((x) => x.version).join(", ")})`);
+  return found;
+}
+
+export async function listModels(infra: Infra): Promise<ModelRecord[]> {
+  const out: ModelRecord[] = [];
+  const keys = await infra.models.keys();
+  for await (const k of keys) {
+    const rec = await getModel(infra, k);
+    if (rec) out.push(rec);
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+export interface StagePlan {
+  bytes: Uint8Array;
+  inputs: TensorSpec[];
+  outputs: TensorSpec[];
+}
+
+/**
+ * Stores a model (as one shard, or as the given pipeline stages) and returns the new version.
+ * Validates with ONNX Runtime first: nothing is stored for an invalid model.
+ */
+export async function addModel(
+  infra: Infra,
+  name: string,
+  bytes: Uint8Array,
+  opts: { stages?: StagePlan[]; note?: string } = {},
+): Promise<ModelVersion> {
+  checkModelName(name);
+  const io = await inspectModel(bytes);
+  const stages = opts.stages ?? [{ bytes, inputs: io.inputs, outputs: io.outputs }];
+  for (let attempt = 0; ; attempt++) {
+    const entry = await infra.models.get(name);
+    const prev = entry && entry.operation === "PUT" && entry.value.length > 0 ? ModelRecordSchema.parse(entry.json()) : null;
+    const version = prev ? Math.max(...prev.versions.map((v) => v.version)) + 1 : 1;
+    const shards: ShardInfo[] = [];
+    for (const [index, st] of stages.entries()) {
+      const object = objectName(name, version, index);
+      await infra.objects.putBlob({ name: object, options: { max_chunk_size: 1024 * 1024 } }, st.bytes);
+      shards.push({ index, object, bytes: st.bytes.byteLength, digest: sha256Hex(st.bytes), inputs: st.inputs, outputs: st.outputs });
+    }
+    const mv: ModelVersion = {
+      version,
+      createdAt: new Date().toISOString(),
+      platform: "onnxruntime_onnx",
+      bytes: bytes.byteLength,
+      digest: sha256Hex(bytes),
+      inputs: io.inputs,
+      outputs: io.outputs,
+      shards,
+      ...(opts.note ? { note: opts.note } : {}),
+    };
+    const rec: ModelRecord = { name, latest: version, versions: [...(prev?.versions ?? []), mv] };
+    try {
+      const value = JSON.stringify(rec);
+      if (entry && entry.operation === "PUT" && entry.value.length > 0) await infra.models.update(name, value, entry.revision);
+      else await infra.models.create(name, value);
+      return mv;
+    } catch (err) {
+      // someone else added a version at the same time: our objects under this version are theirs to keep
+      if (attempt >= 10) throw new JobError("INTERNAL", `could not record model "${name}" after concurrent updates`, { cause: err });
+    }
+  }
+}
+
+/** Removes a model: metadata first (so nothing new is routed to it), then objects, consumers and queued jobs. */
+export async function deleteModel(infra: Infra, name: string): Promise<boolean> {
+  checkModelName(name);
+  const rec = await getModel(infra, name);
+  if (!rec) return false;
+  await infra.models.delete(name);
+  for (const v of rec.versions) {
+    for (const s of v.shards) await infra.objects.delete(s.object).catch(() => undefined);
+  }
+  const maxShards = Math.max(...rec.versions.map((v) => v.shards.length));
+  for (let i = 0; i < maxShards; i++) {
+    await infra.jsm.consumers.delete(STREAMS.jobs, consumerName(name, i)).catch(() => undefined);
+    const filter = i === 0 ? subjects.infer(name) : subjects.stage(name, i);
+    await infra.jsm.streams.purge(STREAMS.jobs, { filter }).catch(() => undefined);
+  }
+  return true;
+}
+
+/** Fetches a shard's bytes from the object store and checks its SHA-256. Throws MODEL_UNAVAILABLE (retryable). */
+export async function fetchShard(infra: Infra, shard: ShardInfo): Promise<Uint8Array> {
+  const bytes = await infra.objects.getBlob(shard.object);
+  if (!bytes) throw new JobError("MODEL_UNAVAILABLE", `shard object ${shard.object} is missing from the object store`, { retryable: true });
+  const digest = sha256Hex(bytes);
+  if (digest !== shard.digest) {
+    throw new JobError("MODEL_UNAVAILABLE", `shard object ${shard.object}: digest ${digest} does not match ${shard.digest}`, { retryable: true });
+  }
+  return bytes;
+}

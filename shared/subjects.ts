@@ -1,0 +1,57 @@
+/**
+ * Subject, stream, bucket and header names: the wire vocabulary every process shares.
+ * Model names are single NATS tokens, so a model name never contains '.', '*', '>' or spaces.
+ */
+
+export const STREAMS = {
+  /** Work-queue stream holding every job until a worker acks it. */
+  jobs: "JOBS",
+  /** Results kept for `resultRetentionMs` so restarted gateways and direct clients can read them. */
+  results: "RESULTS",
+  /** Dead letters: jobs that failed terminally, with their error. */
+  dlq: "DLQ",
+} as const;
+
+export const BUCKETS = {
+  workers: "workers",
+  models: "models",
+  jobs: "jobs",
+  experiments: "experiments",
+  /** Object store of model (shard) bytes. */
+  modelObjects: "models",
+} as const;
+
+export const HEADERS = {
+  msgId: "Nats-Msg-Id",
+  reply: "Jetshard-Reply",
+  deadline: "Jetshard-Deadline",
+  priority: "Jetshard-Priority",
+  modelVersion: "Jetshard-Model-Version",
+  jobId: "Jetshard-Job-Id",
+} as const;
+
+export const subjects = {
+  /** Root of every jetshard subject. */
+  root: "jetshard",
+  /** An inference job for a whole model (shard 0 consumes it). */
+  infer: (model: string) => `jetshard.infer.${model}`,
+  inferAll: "jetshard.infer.>",
+  /** Activations entering shard `index >= 1` of a pipelined model. */
+  stage: (model: string, index: number) => `jetshard.stage.${model}.${index}`,
+  stageAll: "jetshard.stage.>",
+  /** A NAS trial evaluation. */
+  nas: (experiment: string) => `jetshard.nas.${experiment}`,
+  nasAll: "jetshard.nas.>",
+  result: (jobId: string) => `jetshard.results.${jobId}`,
+  resultsAll: "jetshard.results.>",
+  dlq: (model: string) => `jetshard.dlq.${model}`,
+  dlqAll: "jetshard.dlq.>",
+} as const;
+
+/** Durable consumer shared by every replica serving shard `index` of `model`. */
+export function consumerName(model: string, index = 0): string {
+  return `infer_${model}_${index}`;
+}
+
+/** Names usable as a subject token, a KV key and a consumer name. */
+export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;

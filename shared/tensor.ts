@@ -1,0 +1,195 @@
+/**
+ * Tensors as jetshard moves them: a v2 datatype, a shape and a typed array of little-endian values.
+ * Converts JSON tensors (Open Inference Protocol v2) to typed arrays with validation, and back.
+ */
+import { JobError } from "./errors.js";
+
+export const DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"] as const;
+export type Datatype = (typeof DATATYPES)[number];
+
+export type TypedArray =
+  | Uint8Array
+  | Uint16Array
+  | Uint32Array
+  | BigUint64Array
+  | Int8Array
+  | Int16Array
+  | Int32Array
+  | BigInt64Array
+  | Float32Array
+  | Float64Array;
+
+export interface Tensor {
+  name: string;
+  datatype: Datatype;
+  shape: number[];
+  data: TypedArray;
+}
+
+interface TypeInfo {
+  ort: string;
+  bytes: number;
+  ctor: { new (n: number | ArrayBufferLike, off?: number, len?: number): TypedArray; from(a: ArrayLike<any>): TypedArray };
+  onnx: number;
+  min?: number;
+  max?: number;
+  bigint?: boolean;
+}
+
+const INFO: Record<Datatype, TypeInfo> = {
+  BOOL: { ort: "bool", bytes: 1, ctor: Uint8Array, onnx: 9 },
+  UINT8: { ort: "uint8", bytes: 1, ctor: Uint8Array, onnx: 2, min: 0, max: 255 },
+  UINT16: { ort: "uint16", bytes: 2, ctor: Uint16Array, onnx: 4, min: 0, max: 65535 },
+  UINT32: { ort: "uint32", bytes: 4, ctor: Uint32Array, onnx: 12, min: 0, max: 4294967295 },
+  UINT64: { ort: "uint64", bytes: 8, ctor: BigUint64Array as any, onnx: 13, min: 0, max: Number.MAX_SAFE_INTEGER, bigint: true },
+  INT8: { ort: "int8", bytes: 1, ctor: Int8Array, onnx: 3, min: -128, max: 127 },
+  INT16: { ort: "int16", bytes: 2, ctor: Int16Array, onnx: 5, min: -32768, max: 32767 },
+  INT32: { ort: "int32", bytes: 4, ctor: Int32Array, onnx: 6, min: -2147483648, max: 2147483647 },
+  INT64: { ort: "int64", bytes: 8, ctor: BigInt64Array as any, onnx: 7, min: Number.MIN_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER, bigint: true },
+  FP16: { ort: "float16", bytes: 2, ctor: Uint16Array, onnx: 10 },
+  FP32: { ort: "float32", bytes: 4, ctor: Float32Array, onnx: 1 },
+  FP64: { ort: "float64", bytes: 8, ctor: Float64Array, onnx: 11 },
+};
+
+export function isDatatype(x: unknown): x is Datatype {
+  return typeof x === "string" && x in INFO;
+}
+
+export function bytesPerElement(dt: Datatype): number {
+  return INFO[dt].bytes;
+}
+
+export function ortType(dt: Datatype): string {
+  return INFO[dt].ort;
+}
+
+const ORT_TO_DT = new Map(Object.entries(INFO).map(([dt, i]) => [i.ort, dt as Datatype]));
+const ONNX_TO_DT = new Map(Object.entries(INFO).map(([dt, i]) => [i.onnx, dt as Datatype]));
+
+/** The v2 datatype for an onnxruntime tensor type ("float32" → "FP32"); undefined for strings and unknowns. */
+export function datatypeFromOrt(t: string): Datatype | undefined {
+  return ORT_TO_DT.get(t);
+}
+
+/** The v2 datatype for an ONNX TensorProto.DataType code. */
+export function datatypeFromOnnx(code: number): Datatype | undefined {
+  return ONNX_TO_DT.get(code);
+}
+
+export function onnxElemType(dt: Datatype): number {
+  return INFO[dt].onnx;
+}
+
+export function elementCount(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/** A view over `bytes` as the typed array of `dt`, copying only when the bytes are misaligned. */
+export function typedArrayFromBytes(dt: Datatype, bytes: Uint8Array): TypedArray {
+  const info = INFO[dt];
+  if (bytes.byteLength % info.bytes !== 0) throw new JobError("INPUT_DATA", `${bytes.byteLength} bytes is not a whole number of ${dt} values`);
+  const n = bytes.byteLength / info.bytes;
+  if (bytes.byteOffset % info.bytes === 0) return new info.ctor(bytes.buffer, bytes.byteOffset, n);
+  const copy = new Uint8Array(bytes.byteLength);
+  copy.set(bytes);
+  return new info.ctor(copy.buffer, 0, n);
+}
+
+export function bytesOf(a: TypedArray): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Flattens nested JSON arrays (row-major), the way v2 allows `data` to be given. */
+function flatten(data: unknown, out: unknown[]): void {
+  if (Array.isArray(data)) {
+    for (const x of data) flatten(x, out);
+  } else {
+    out.push(data);
+  }
+}
+
+/** float → IEEE half bits, round to nearest even. */
+export function toHalf(v: number): number {
+  const f32 = new Float32Array(1);
+  const u32 = new Uint32Array(f32.buffer);
+  f32[0] = v;
+  const x = u32[0]!;
+  const sign = (x >>> 16) & 0x8000;
+  let exp = ((x >>> 23) & 0xff) - 127 + 15;
+  let mant = x & 0x7fffff;
+  if (((x >>> 23) & 0xff) === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  if (exp >= 0x1f) return sign | 0x7c00;
+  if (exp <= 0) {
+    if (exp < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - exp;
+    let half = mant >> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    if (rem > mid || (rem === mid && half & 1)) half++;
+    return sign | half;
+  }
+  let half = sign | (exp << 10) | (mant >> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++;
+  return half;
+}
+
+/** IEEE half bits → float. */
+export function fromHalf(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}
+
+/**
+ * Converts a v2 JSON tensor's `data` to a typed array, checking count, kind and range.
+ * `where` names the tensor in errors, e.g. `input "x"`. Throws JobError INPUT_DATA / INPUT_SHAPE.
+ */
+export function typedArrayFromJson(dt: Datatype, shape: number[], data: unknown, where: string): TypedArray {
+  const flat: unknown[] = [];
+  flatten(data, flat);
+  const expected = elementCount(shape);
+  if (flat.length !== expected) {
+    throw new JobError("INPUT_SHAPE", `${where}: shape [${shape.join(",")}] needs ${expected} values, data has ${flat.length}`);
+  }
+  const info = INFO[dt];
+  const out = new info.ctor(expected);
+  for (let i = 0; i < expected; i++) {
+    let v = flat[i];
+    if (dt === "BOOL") {
+      if (typeof v !== "boolean" && v !== 0 && v !== 1) throw new JobError("INPUT_DATA", `${where}: data[${i}] must be true or false for BOOL, got ${JSON.stringify(v)}`);
+      (out as Uint8Array)[i] = v ? 1 : 0;
+      continue;
+    }
+    if (typeof v !== "number") {
+      throw new JobError("INPUT_DATA", `${where}: data[${i}] must be a number for ${dt}, got ${JSON.stringify(v)?.slice(0, 40)}`);
+    }
+    if (info.min !== undefined) {
+      if (!Number.isInteger(v) || v < info.min || v > info.max!) {
+        throw new JobError("INPUT_DATA", `${where}: data[${i}] = ${v} is not a valid ${dt} (integer in [${info.min}, ${info.max}])`);
+      }
+      if (info.bigint) {
+        (out as BigInt64Array)[i] = BigInt(v);
+        continue;
+      }
+    } else if (dt === "FP16") {
+      v = toHalf(v);
+    }
+    (out as Float32Array)[i] = v as number;
+  }
+  return out;
+}
+
+/** A typed array as JSON-ready numbers (or booleans for BOOL). 64-bit integers become JS numbers. */
+export function typedArrayToJson(dt: Datatype, a: TypedArray): Array<number | boolean> {
+  if (dt === "BOOL") return Array.from(a as Uint8Array, (x) => x !== 0);
+  if (dt === "FP16") return Array.from(a as Uint16Array, fromHalf);
+  if (INFO[dt].bigint) return Array.from(a as BigInt64Array, (x) => Number(x));
+  return Array.from(a as Float32Array);
+}

@@ -1,0 +1,221 @@
+/**
+ * Wire contracts: the v2 JSON request/response shapes (zod), model metadata, and the binary frame
+ * jetshard uses for jobs and results on every NATS hop.
+ *
+ * Frame layout (all integers little-endian):
+ *   "JSF1" | u32 header length | header JSON (UTF-8) | zero padding to 8 bytes | tensor bytes, each padded to 8
+ * The header lists the tensors (name, datatype, shape, byte offset from the start of the tensor area, length).
+ * Aligning to 8 lets a receiver view the bytes as typed arrays without copying.
+ */
+import { z } from "zod";
+import { JobError } from "./errors.js";
+import { DATATYPES, bytesOf, bytesPerElement, elementCount, typedArrayFromBytes, type Datatype, type Tensor } from "./tensor.js";
+
+export const DatatypeSchema = z.enum(DATATYPES);
+
+const Parameters = z.record(z.string(), z.unknown());
+
+export const InferInputSchema = z.object({
+  name: z.string().min(1),
+  shape: z.array(z.number().int().min(0)),
+  datatype: z.string(),
+  parameters: Parameters.optional(),
+  data: z.unknown().optional(),
+});
+
+export const InferRequestSchema = z.object({
+  id: z.string().optional(),
+  parameters: Parameters.optional(),
+  inputs: z.array(InferInputSchema).min(1),
+  outputs: z.array(z.object({ name: z.string().min(1), parameters: Parameters.optional() })).optional(),
+});
+export type InferRequest = z.infer<typeof InferRequestSchema>;
+
+export interface InferOutputJson {
+  name: string;
+  datatype: Datatype;
+  shape: number[];
+  data?: Array<number | boolean>;
+  parameters?: Record<string, unknown>;
+}
+
+export interface InferResponseJson {
+  model_name: string;
+  model_version: string;
+  id?: string;
+  parameters?: Record<string, unknown>;
+  outputs: InferOutputJson[];
+}
+
+/** Name, v2 datatype and shape (-1 for a dynamic dimension) of a model input or output. */
+export const TensorSpecSchema = z.object({
+  name: z.string(),
+  datatype: DatatypeSchema,
+  shape: z.array(z.number().int()),
+});
+export type TensorSpec = z.infer<typeof TensorSpecSchema>;
+
+export const ShardInfoSchema = z.object({
+  index: z.number().int().min(0),
+  object: z.string(),
+  bytes: z.number().int(),
+  /** Hex SHA-256 of the shard's ONNX bytes. */
+  digest: z.string(),
+  inputs: z.array(TensorSpecSchema),
+  outputs: z.array(TensorSpecSchema),
+});
+export type ShardInfo = z.infer<typeof ShardInfoSchema>;
+
+export const ModelVersionSchema = z.object({
+  version: z.number().int().min(1),
+  createdAt: z.string(),
+  platform: z.literal("onnxruntime_onnx"),
+  bytes: z.number().int(),
+  digest: z.string(),
+  inputs: z.array(TensorSpecSchema),
+  outputs: z.array(TensorSpecSchema),
+  shards: z.array(ShardInfoSchema).min(1),
+  note: z.string().optional(),
+});
+export type ModelVersion = z.infer<typeof ModelVersionSchema>;
+
+/** The value under a model's key in the `models` KV bucket. */
+export const ModelRecordSchema = z.object({
+  name: z.string(),
+  latest: z.number().int().min(1),
+  versions: z.array(ModelVersionSchema).min(1),
+});
+export type ModelRecord = z.infer<typeof ModelRecordSchema>;
+
+/** Metadata at the head of every job frame. */
+export const JobMetaSchema = z.object({
+  kind: z.literal("job"),
+  id: z.string().min(1),
+  model: z.string().min(1),
+  version: z.number().int().min(1).optional(),
+  /** The client's own request id, echoed in the response. */
+  requestId: z.string().optional(),
+  /** Output names to return; all when absent. */
+  outputs: z.array(z.string()).optional(),
+  parameters: Parameters.optional(),
+  /** Epoch ms when the job was accepted. */
+  submittedAt: z.number().optional(),
+});
+export type JobMeta = z.infer<typeof JobMetaSchema>;
+
+export const ResultMetaSchema = z.object({
+  kind: z.literal("result"),
+  id: z.string(),
+  model: z.string(),
+  version: z.number().int().optional(),
+  requestId: z.string().optional(),
+  ok: z.boolean(),
+  error: z.object({ code: z.string(), message: z.string() }).optional(),
+  worker: z.string().optional(),
+  attempt: z.number().int().optional(),
+  /** Milliseconds spent in the model run(s). */
+  computeMs: z.number().optional(),
+});
+export type ResultMeta = z.infer<typeof ResultMetaSchema>;
+
+const MAGIC = [0x4a, 0x53, 0x46, 0x31]; // "JSF1"
+
+interface FrameTensorEntry {
+  name: string;
+  datatype: Datatype;
+  shape: number[];
+  offset: number;
+  length: number;
+}
+
+const pad8 = (n: number) => (n + 7) & ~7;
+
+export function isFrame(bytes: Uint8Array): boolean {
+  return bytes.length >= 8 && bytes[0] === MAGIC[0] && bytes[1] === MAGIC[1] && bytes[2] === MAGIC[2] && bytes[3] === MAGIC[3];
+}
+
+/** Encodes metadata and tensors into one binary frame. */
+export function encodeFrame(meta: object, tensors: readonly Tensor[]): Uint8Array {
+  const entries: FrameTensorEntry[] = [];
+  let offset = 0;
+  for (const t of tensors) {
+    entries.push({ name: t.name, datatype: t.datatype, shape: t.shape, offset, length: t.data.byteLength });
+    offset = pad8(offset + t.data.byteLength);
+  }
+  const header = new TextEncoder().encode(JSON.stringify({ ...meta, tensors: entries }));
+  const dataStart = pad8(8 + header.length);
+  const out = new Uint8Array(dataStart + offset);
+  out.set(MAGIC, 0);
+  new DataView(out.buffer).setUint32(4, header.length, true);
+  out.set(header, 8);
+  tensors.forEach((t, i) => out.set(bytesOf(t.data), dataStart + entries[i]!.offset));
+  return out;
+}
+
+/** Decodes a frame; tensors are views over `bytes` when aligned. Throws JobError BAD_REQUEST on a malformed frame. */
+export function decodeFrame(bytes: Uint8Array): { meta: Record<string, unknown>; tensors: Tensor[] } {
+  if (!isFrame(bytes)) throw new JobError("BAD_REQUEST", "message is not a jetshard frame (missing JSF1 magic)");
+  const headerLen = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(4, true);
+  if (8 + headerLen > bytes.length) throw new JobError("BAD_REQUEST", "frame header length exceeds the message");
+  let header: { tensors?: FrameTensorEntry[] } & Record<string, unknown>;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen)));
+  } catch (err) {
+    throw new JobError("BAD_REQUEST", "frame header is not valid JSON", { cause: err });
+  }
+  const dataStart = pad8(8 + headerLen);
+  const tensors: Tensor[] = [];
+  for (const [i, e] of (header.tensors ?? []).entries()) {
+    const where = `frame tensor ${i} (${JSON.stringify(e?.name)})`;
+    if (!e || typeof e.name !== "string" || !DatatypeSchema.safeParse(e.datatype).success || !Array.isArray(e.shape)) {
+      throw new JobError("BAD_REQUEST", `${where}: needs name, datatype and shape`);
+    }
+    const start = dataStart + e.offset;
+    if (!Number.isInteger(e.offset) || !Number.isInteger(e.length) || e.offset < 0 || start + e.length > bytes.length) {
+      throw new JobError("BAD_REQUEST", `${where}: bytes out of range`);
+    }
+    if (elementCount(e.shape) * bytesPerElement(e.datatype) !== e.length) {
+      throw new JobError("INPUT_SHAPE", `input "${e.name}": shape [${e.shape.join(",")}] of ${e.datatype} needs ${elementCount(e.shape) * bytesPerElement(e.datatype)} bytes, got ${e.length}`);
+    }
+    tensors.push({ name: e.name, datatype: e.datatype, shape: e.shape, data: typedArrayFromBytes(e.datatype, bytes.subarray(start, start + e.length)) });
+  }
+  const { tensors: _ignored, ...meta } = header;
+  return { meta, tensors };
+}
+
+/** Formats the first zod issue as `path: message`, the way every 400 names its field. */
+export function zodMessage(err: z.ZodError, prefix = ""): string {
+  const issue = err.issues[0];
+  if (!issue) return "invalid input";
+  const path = issue.path
+    .map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`))
+    .join("");
+  const where = [prefix, path].filter(Boolean).join(prefix && path && !path.startsWith("[") ? "." : "");
+  return `${where || "body"}: ${issue.message}`;
+}
+
+/** A worker's entry in the `workers` KV bucket, refreshed every heartbeat. */
+export const WorkerInfoSchema = z.object({
+  id: z.string(),
+  host: z.string(),
+  pid: z.number().int(),
+  version: z.string(),
+  device: z.object({
+    kind: z.enum(["cuda", "cpu"]),
+    name: z.string(),
+    memoryMb: z.number().optional(),
+    note: z.string(),
+  }),
+  /** Models this worker is consuming jobs for. */
+  models: z.array(z.string()),
+  /** Shards served, as "model:index". */
+  shards: z.array(z.string()),
+  inFlight: z.number().int(),
+  processed: z.number().int(),
+  failed: z.number().int(),
+  concurrency: z.number().int(),
+  startedAt: z.string(),
+  /** Epoch ms of the last heartbeat. */
+  updatedAt: z.number(),
+});
+export type WorkerInfo = z.infer<typeof WorkerInfoSchema>;

@@ -1,0 +1,40 @@
+/**
+ * A real nats-server per test file: free loopback ports, temp store, killed and removed at teardown.
+ * `restart()` brings it back on the same port and store (a crash and recovery).
+ */
+import path from "node:path";
+import type { Test } from "tap";
+import { startNatsServer, removeDir, type RunningNats } from "#shared/nats-server.js";
+
+export interface TestNats {
+  url: string;
+  port: number;
+  current(): RunningNats;
+  /** SIGKILL the server. */
+  kill(): Promise<void>;
+  /** Start it again on the same port and store. */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startTestNats(t: Test): Promise<TestNats> {
+  let srv = await startNatsServer();
+  const workDir = path.dirname(srv.storeDir);
+  const port = srv.port;
+  const h: TestNats = {
+    url: srv.url,
+    port,
+    current: () => srv,
+    kill: () => srv.kill(),
+    async restart() {
+      await srv.kill();
+      srv = await startNatsServer({ port, storeDir: srv.storeDir, workDir });
+    },
+    async stop() {
+      await srv.stop();
+      await removeDir(workDir);
+    },
+  };
+  t.teardown(() => h.stop());
+  return h;
+}

@@ -1,0 +1,105 @@
+/**
+ * Builds jetshard pieces for tests against a real nats-server: config from an env map, in-process gateways
+ * and workers (built exactly as main.ts builds them), and worker child processes for crash tests.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import type { Test } from "tap";
+import { loadConfig, type JetshardConfig } from "#shared/config.js";
+import { silentLogger, createLogger } from "#shared/log.js";
+import { connectNats, openInfra, type Infra } from "#shared/nats.js";
+import { createGateway, type Gateway } from "../../services/gateway/gateway.js";
+import { createWorker, type Worker } from "../../services/worker/worker.js";
+import { startTestNats, type TestNats } from "./nats.js";
+
+export const ROOT = path.resolve(import.meta.dirname, "../..");
+
+const log = () => (process.env.TEST_LOG ? createLogger({ level: process.env.TEST_LOG }) : silentLogger());
+
+export interface Stack {
+  nats: TestNats;
+  env: Record<string, string>;
+  config: JetshardConfig;
+  infra: Infra;
+  gateway(extraEnv?: Record<string, string>): Promise<Gateway>;
+  worker(extraEnv?: Record<string, string>): Promise<Worker>;
+  /** A worker in its own process (for SIGKILL); resolves once it has registered. */
+  workerProcess(extraEnv?: Record<string, string>): Promise<ChildProcess>;
+}
+
+export async function startStack(t: Test, extraEnv: Record<string, string> = {}): Promise<Stack> {
+  const nats = await startTestNats(t);
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), "jetshard-test-"));
+  const env: Record<string, string> = {
+    JETSHARD_NATS_URL: nats.url,
+    JETSHARD_HOST: "127.0.0.1",
+    JETSHARD_PORT: "0",
+    JETSHARD_DATA_DIR: dataDir,
+    JETSHARD_HEARTBEAT_MS: "500",
+    JETSHARD_WORKER_TTL_MS: "3000",
+    JETSHARD_LOG_LEVEL: "silent",
+    ...extraEnv,
+  };
+  const config = loadConfig(env);
+  const nc = await connectNats(config.natsServers, "test");
+  t.teardown(() => nc.close());
+  const infra = await openInfra(nc, config);
+  const stack: Stack = {
+    nats,
+    env,
+    config,
+    infra,
+    async gateway(more = {}) {
+      const g = createGateway({ config: loadConfig({ ...env, ...more }), log: log() });
+      await g.start();
+      t.teardown(() => g.stop());
+      return g;
+    },
+    async worker(more = {}) {
+      const cfg = loadConfig({ ...env, JETSHARD_CACHE_DIR: await mkdtemp(path.join(os.tmpdir(), "jetshard-cache-")), ...more });
+      const w = createWorker({ config: cfg, log: log() });
+      await w.start();
+      t.teardown(() => w.stop());
+      return w;
+    },
+    async workerProcess(more = {}) {
+      const child = spawn(process.execPath, ["--import", "tsx", path.join(ROOT, "services/cli/main.ts"), "worker"], {
+        cwd: ROOT,
+        env: { ...process.env, ...env, JETSHARD_LOG_LEVEL: "info", JETSHARD_CACHE_DIR: await mkdtemp(path.join(os.tmpdir(), "jetshard-cache-")), ...more },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      t.teardown(() => {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      });
+      let out = "";
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`worker process did not start: ${out.slice(-2000)}`)), 30_000);
+        const onData = (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('"worker started"')) {
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+        child.stdout!.on("data", onData);
+        child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+        child.once("exit", (code) => reject(new Error(`worker process exited (${code}): ${out.slice(-2000)}`)));
+      });
+      return child;
+    },
+  };
+  return stack;
+}
+
+/** Polls `fn` until it returns a truthy value or `timeoutMs` passes (then throws with `what`). */
+export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000, everyMs = 50): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
