@@ -51,7 +51,13 @@ export function createGateway({ config, log: rootLog, nc: givenNc }: { config: J
       log.info({ url: this.url }, "gateway listening");
     },
     async stop() {
-      await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+      await new Promise<void>((r) => {
+        if (!server) return r();
+        server.close(() => r());
+        // keep-alive sockets would hold close() open; in-flight requests get a grace period
+        (server as import("node:http").Server).closeIdleConnections?.();
+        setTimeout(() => (server as import("node:http").Server).closeAllConnections?.(), 5_000).unref();
+      });
       for (const m of mirrors) m.stop();
       await client?.close();
       if (!givenNc) await nc?.drain().catch(() => undefined);

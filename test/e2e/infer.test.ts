@@ -26,7 +26,7 @@ t.test("HTTP and direct NATS inference through JetStream to two workers", async 
 
   const put = await fetch(`${gw.url}/v1/models/mlp8`, { method: "PUT", body: BYTES });
   t.equal(put.status, 201, "model stored");
-  const putBody = await put.json();
+  const putBody = (await put.json()) as any;
   t.equal(putBody.version, 1);
   t.same(putBody.inputs, [{ name: "input", datatype: "FP32", shape: [-1, 8] }], "inputs with -1 for the dynamic batch");
 
@@ -39,7 +39,7 @@ t.test("HTTP and direct NATS inference through JetStream to two workers", async 
     body: JSON.stringify({ id: "req-1", inputs: [{ name: "input", shape: [2, 8], datatype: "FP32", data: ROWS }] }),
   });
   t.equal(res.status, 200);
-  const body = await res.json();
+  const body = (await res.json()) as any;
   t.equal(body.id, "req-1", "id echoed");
   t.equal(body.model_name, "mlp8");
   t.equal(body.model_version, "1");
@@ -52,8 +52,8 @@ t.test("HTTP and direct NATS inference through JetStream to two workers", async 
   t.same(direct.outputs[0]!.data, want, "direct NATS result equals the same run");
   t.ok(direct.worker, "result names the worker");
 
-  const meta = await (await fetch(`${gw.url}/v2/models/mlp8`)).json();
+  const meta = ((await (await fetch(`${gw.url}/v2/models/mlp8`)).json()) as any);
   t.same(meta, { name: "mlp8", versions: ["1"], platform: "onnxruntime_onnx", inputs: putBody.inputs, outputs: [{ name: "output", datatype: "FP32", shape: [-1, 5] }] });
-  const workers = await (await fetch(`${gw.url}/v1/workers`)).json();
+  const workers = ((await (await fetch(`${gw.url}/v1/workers`)).json()) as any);
   t.equal(workers.workers.length, 2, "both workers registered");
 });

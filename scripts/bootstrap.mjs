@@ -1,0 +1,89 @@
+#!/usr/bin/env node
+// Entry point of `npm start`, `npm test` and `npm run bench` on a fresh clone: installs what is missing
+// (npm packages; nats-server through apt-get on Debian/Ubuntu), then runs the real command.
+// Plain JavaScript on purpose: it runs before node_modules (and tsx) exist.
+import { spawnSync, spawn } from "node:child_process";
+import { existsSync, statSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const [mode, ...args] = process.argv.slice(2);
+const say = (msg) => process.stderr.write(`[jetshard] ${msg}\n`);
+
+function fail(msg) {
+  say(msg);
+  process.exit(1);
+}
+
+const major = Number(process.versions.node.split(".")[0]);
+if (major < 20) fail(`Node.js >= 20 is required (this is ${process.version}).`);
+
+function ensureNodeModules() {
+  const lock = path.join(root, "package-lock.json");
+  const marker = path.join(root, "node_modules", ".package-lock.json");
+  const stale = !existsSync(marker) || (existsSync(lock) && statSync(lock).mtimeMs > statSync(marker).mtimeMs + 1000);
+  const missing = ["tsx", "onnxruntime-node", "@nats-io/jetstream", "tap"].some((p) => !existsSync(path.join(root, "node_modules", p, "package.json")));
+  if (!stale && !missing) return;
+  const cmd = existsSync(lock) ? "ci" : "install";
+  say(`installing npm packages (npm ${cmd})…`);
+  // onnxruntime-node's postinstall fetches CUDA files from outside the npm registry; CPU needs none of it.
+  const env = { ...process.env, ONNXRUNTIME_NODE_INSTALL: process.env.ONNXRUNTIME_NODE_INSTALL ?? "skip" };
+  const r = spawnSync("npm", [cmd, "--no-audit", "--no-fund"], { cwd: root, stdio: "inherit", env });
+  if (r.status !== 0) fail(`npm ${cmd} failed (exit ${r.status}).`);
+}
+
+function findNatsServer() {
+  if (process.env.NATS_SERVER_BIN && existsSync(process.env.NATS_SERVER_BIN)) return process.env.NATS_SERVER_BIN;
+  const dirs = [...(process.env.PATH ?? "").split(path.delimiter), "/usr/sbin", "/usr/bin", "/usr/local/bin"];
+  for (const d of dirs) if (d && existsSync(path.join(d, "nats-server"))) return path.join(d, "nats-server");
+  return null;
+}
+
+function ensureNatsServer() {
+  if (findNatsServer()) return;
+  const hasApt = spawnSync("sh", ["-c", "command -v apt-get"], { stdio: "ignore" }).status === 0;
+  if (process.platform !== "linux" || !hasApt) {
+    fail("nats-server is not installed. Install NATS server 2.9 or later (https://docs.nats.io/running-a-nats-service/introduction/installation), put it on PATH or set NATS_SERVER_BIN, or point JETSHARD_NATS_URL at a running server.");
+  }
+  const isRoot = process.getuid?.() === 0;
+  const sudo = isRoot ? [] : ["sudo"];
+  if (!isRoot && spawnSync("sh", ["-c", "command -v sudo"], { stdio: "ignore" }).status !== 0) {
+    fail("nats-server is not installed and this user cannot run apt-get. Run: sudo apt-get install nats-server");
+  }
+  say("installing nats-server with apt-get…");
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  const run = (a) => spawnSync(sudo.length ? "sudo" : a[0], sudo.length ? a : a.slice(1), { stdio: "inherit", env }).status;
+  if (run(["apt-get", "install", "-y", "-q", "nats-server"]) !== 0) {
+    if (run(["apt-get", "update", "-q"]) !== 0 || run(["apt-get", "install", "-y", "-q", "nats-server"]) !== 0) {
+      fail("apt-get could not install nats-server. Install it by hand: apt-get install nats-server");
+    }
+  }
+  if (!findNatsServer()) fail("nats-server still not found after apt-get install.");
+}
+
+function run(cmd, argv) {
+  const child = spawn(cmd, argv, { cwd: root, stdio: "inherit", env: process.env });
+  // Ctrl-C reaches the child too; wait for it to shut down cleanly and report its exit code.
+  process.on("SIGINT", () => {});
+  process.on("SIGTERM", () => child.kill("SIGTERM"));
+  child.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+}
+
+ensureNodeModules();
+switch (mode) {
+  case "up":
+    if (!process.env.JETSHARD_NATS_URL) ensureNatsServer();
+    run(process.execPath, [path.join(root, "bin/jetshard.js"), "up", ...args]);
+    break;
+  case "test":
+    ensureNatsServer();
+    run(process.execPath, [path.join(root, "node_modules/tap/dist/esm/run.mjs"), ...args]);
+    break;
+  case "bench":
+    ensureNatsServer();
+    run(process.execPath, ["--import", "tsx", path.join(root, "test/bench/run.ts"), ...args]);
+    break;
+  default:
+    fail(`unknown mode "${mode}" (up, test, bench)`);
+}

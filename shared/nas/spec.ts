@@ -1,0 +1,245 @@
+/**
+ * The NAS experiment spec, as submitted by users:
+ *
+ *   {
+ *     "name": "cells-1", "family": "cell", "strategy": { "name": "evolution", "population": 20, "sample": 5 },
+ *     "objective": { "metric": "naswot", "direction": "maximize" },
+ *     "constraints": [{ "metric": "latency_ms", "max": 2 }],
+ *     "maxTrials": 200, "concurrency": 8, "maxFailedTrials": 5,
+ *     "evaluator": { "metrics": ["naswot", "latency", "params", "flops"], "batch": 64 }
+ *   }
+ *
+ * `parseExperimentSpec` validates and normalizes it, throwing NasSpecError naming the field.
+ */
+import { z } from "zod";
+import { NasSpecError, describeIssue, fromZodError } from "./errors.js";
+import { FAMILY_NAMES, cellSearchSpace, checkFamilySpace } from "./families.js";
+import { DEFAULT_GRID_STEPS, parseSearchSpace, type SearchSpace } from "./search-space.js";
+import { DEFAULT_POPULATION, DEFAULT_SAMPLE, STRATEGY_NAMES, type Direction, type NormalizedStrategy } from "./strategies.js";
+
+/** Families a spec may name; `custom` means the module evaluator builds and scores the trial itself. */
+export const SPEC_FAMILIES = [...FAMILY_NAMES, "custom"] as const;
+export type SpecFamily = (typeof SPEC_FAMILIES)[number];
+
+/** Built-in evaluators (see evaluators.ts). */
+export const BUILTIN_EVALUATORS = ["naswot", "latency", "params", "flops"] as const;
+export type BuiltinEvaluator = (typeof BUILTIN_EVALUATORS)[number];
+/** The metric name each built-in evaluator reports, as used by `objective` and `constraints`. */
+export const METRIC_OUTPUT: Record<BuiltinEvaluator, string> = { naswot: "naswot", latency: "latency_ms", params: "params", flops: "flops" };
+
+/** Built-in evaluators and their options. */
+export interface BuiltinEvaluatorSpec {
+  metrics: BuiltinEvaluator[];
+  /** NASWOT minibatch size (default 64). */
+  batch?: number;
+  /** Latency: timed runs (default 20) and warmup runs (default 3). */
+  runs?: number;
+  warmup?: number;
+  /** NASWOT synthetic-input seed (default 0). */
+  seed?: number;
+  /** ORT intra-op threads. */
+  threads?: number;
+}
+
+/** A user module that evaluates a trial; every other key is passed to it as an option. */
+export interface ModuleEvaluatorSpec {
+  module: string;
+  [option: string]: unknown;
+}
+
+/** Built-in metrics or a user module. */
+export type EvaluatorSpec = BuiltinEvaluatorSpec | ModuleEvaluatorSpec;
+
+/** True for `{"module": ...}` evaluators. */
+export function isModuleEvaluator(e: EvaluatorSpec): e is ModuleEvaluatorSpec {
+  return "module" in e;
+}
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.number().int().min(min).max(max);
+
+const familyOptionsSchema = z.strictObject({
+  inputShape: z.array(int(1, 1 << 20)).min(1).max(8).optional(),
+  classes: int(1, 1 << 20).optional(),
+  seed: int(0, 0xffffffff).optional(),
+  channels: int(1, 4096).optional(),
+  cells: int(1, 64).optional(),
+});
+
+const strategyObjectSchemas: Record<(typeof STRATEGY_NAMES)[number], z.ZodType<NormalizedStrategy>> = {
+  random: z.strictObject({ name: z.literal("random") }),
+  grid: z.strictObject({ name: z.literal("grid"), steps: int(1, 1000).default(DEFAULT_GRID_STEPS) }),
+  evolution: z
+    .strictObject({ name: z.literal("evolution"), population: int(2, 100_000).default(DEFAULT_POPULATION), sample: int(1, 100_000).default(DEFAULT_SAMPLE) })
+    .refine((s) => s.sample <= s.population, { path: ["sample"], message: "must be <= population" }),
+};
+
+/** Runs a sub-schema and re-emits its issues under `ctx`, so the first issue keeps its precise path. */
+function subParse<T>(schema: z.ZodType<T>, value: unknown, ctx: z.RefinementCtx): T | typeof z.NEVER {
+  const r = schema.safeParse(value, { reportInput: true });
+  if (r.success) return r.data;
+  for (const issue of r.error.issues) {
+    const { path, message } = describeIssue(issue);
+    ctx.addIssue({ code: "custom", path: path as (string | number)[], message });
+  }
+  return z.NEVER;
+}
+
+const unknownStrategy = (name: unknown) => `unknown strategy ${JSON.stringify(name)} (expected one of ${STRATEGY_NAMES.join(", ")})`;
+
+const strategySchema = z.unknown().transform((v, ctx): NormalizedStrategy => {
+  if (typeof v === "string") {
+    if (!Object.hasOwn(strategyObjectSchemas, v)) {
+      ctx.addIssue({ code: "custom", message: unknownStrategy(v) });
+      return z.NEVER;
+    }
+    return subParse(strategyObjectSchemas[v as keyof typeof strategyObjectSchemas], { name: v }, ctx);
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    ctx.addIssue({ code: "custom", message: v === undefined ? "is required" : 'must be a strategy name or an object like {"name": "evolution"}' });
+    return z.NEVER;
+  }
+  const name = (v as { name?: unknown }).name;
+  if (typeof name !== "string" || !Object.hasOwn(strategyObjectSchemas, name)) {
+    ctx.addIssue({ code: "custom", path: ["name"], message: name === undefined ? "is required" : unknownStrategy(name) });
+    return z.NEVER;
+  }
+  return subParse(strategyObjectSchemas[name as keyof typeof strategyObjectSchemas], v, ctx);
+});
+
+const builtinEvaluatorSchema = z.strictObject({
+  metrics: z
+    .array(
+      z.string().refine((m) => (BUILTIN_EVALUATORS as readonly string[]).includes(m), {
+        error: (iss) => `unknown evaluator ${JSON.stringify(iss.input)} (expected one of ${BUILTIN_EVALUATORS.join(", ")})`,
+      }),
+    )
+    .min(1)
+    .superRefine((ms, ctx) => {
+      ms.forEach((m, i) => {
+        if (ms.indexOf(m) !== i) ctx.addIssue({ code: "custom", path: [i], message: `duplicate evaluator "${m}"` });
+      });
+    }),
+  batch: int(1, 4096).optional(),
+  runs: int(1, 10_000).optional(),
+  warmup: int(0, 10_000).optional(),
+  seed: int(0, 0xffffffff).optional(),
+  threads: int(1, 1024).optional(),
+});
+
+const moduleEvaluatorSchema = z.looseObject({ module: z.string().min(1) });
+
+const evaluatorSchema = z.unknown().transform((v, ctx): EvaluatorSpec => {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    ctx.addIssue({ code: "custom", message: v === undefined ? "is required" : 'must be an object: {"metrics": [...]} or {"module": "path.js"}' });
+    return z.NEVER;
+  }
+  if ("module" in v) return subParse(moduleEvaluatorSchema, v, ctx) as ModuleEvaluatorSpec;
+  if ("metrics" in v) return subParse(builtinEvaluatorSchema, v, ctx) as BuiltinEvaluatorSpec;
+  ctx.addIssue({ code: "custom", message: 'needs "metrics" (built-in evaluators) or "module" (a user evaluator)' });
+  return z.NEVER;
+});
+
+const constraintSchema = z
+  .strictObject({ metric: z.string().min(1), min: z.number().optional(), max: z.number().optional() })
+  .refine((c) => c.min !== undefined || c.max !== undefined, { message: "needs min or max" })
+  .refine((c) => c.min === undefined || c.max === undefined || c.min <= c.max, { path: ["min"], message: "must be <= max" });
+
+/** Zod schema of the spec as submitted (before cross-field checks); prefer `parseExperimentSpec`. */
+export const experimentSpecSchema = z.strictObject({
+  name: z
+    .string()
+    .min(1)
+    .max(128)
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, { message: "must start with a letter or digit and contain only letters, digits, '.', '_' and '-'" }),
+  family: z.string().refine((f) => (SPEC_FAMILIES as readonly string[]).includes(f), {
+    error: (iss) => `unknown family ${JSON.stringify(iss.input)} (expected one of ${SPEC_FAMILIES.join(", ")})`,
+  }),
+  familyOptions: familyOptionsSchema.optional(),
+  searchSpace: z.unknown().optional(),
+  strategy: strategySchema,
+  objective: z.strictObject({
+    metric: z.string().min(1),
+    direction: z.enum(["maximize", "minimize"]),
+  }),
+  constraints: z.array(constraintSchema).default([]),
+  maxTrials: int(1, 1_000_000),
+  concurrency: int(1, 1024).default(1),
+  maxFailedTrials: int(0).default(5),
+  evaluator: evaluatorSchema,
+  seed: int(0, 0xffffffff).optional(),
+  trialTimeoutMs: int(1).optional(),
+  earlyStopping: z
+    .strictObject({ rule: z.literal("median"), minTrials: int(1).optional(), minStep: int(1).optional() })
+    .optional(),
+});
+
+/** A validated, normalized experiment spec. */
+export interface ExperimentSpec {
+  name: string;
+  family: SpecFamily;
+  /** Non-searched family options (input shape, classes, weight seed, cell channels/stacking). */
+  familyOptions?: z.infer<typeof familyOptionsSchema>;
+  /** Always set: for `cell` it defaults to `cellSearchSpace()`. */
+  searchSpace: SearchSpace;
+  /** Object form with defaults filled in. */
+  strategy: NormalizedStrategy;
+  objective: { metric: string; direction: Direction };
+  /** Default []. */
+  constraints: { metric: string; min?: number; max?: number }[];
+  maxTrials: number;
+  /** Trials evaluated at once (default 1). */
+  concurrency: number;
+  /** Failed trials after which the experiment fails (default 5). */
+  maxFailedTrials: number;
+  evaluator: EvaluatorSpec;
+  /** Seed of the strategy; absent means the controller picks (and records) one. */
+  seed?: number;
+  trialTimeoutMs?: number;
+  /** Median stopping for trials that report intermediate results. */
+  earlyStopping?: { rule: "median"; minTrials?: number; minStep?: number };
+}
+
+/** Metrics the evaluator reports, or null if a module evaluator may report anything. */
+export function producedMetrics(e: EvaluatorSpec): string[] | null {
+  return isModuleEvaluator(e) ? null : e.metrics.map((m) => METRIC_OUTPUT[m]);
+}
+
+/**
+ * Validates and normalizes an experiment spec.
+ * Beyond the field checks: the search space must be valid NNI and fit the family (required for every
+ * family but `cell`); `custom` needs a module evaluator; with built-in evaluators, `objective.metric` and
+ * constraint metrics must be among those they report (`naswot`, `latency_ms`, `params`, `flops`).
+ * @throws NasSpecError naming the field, e.g. `maxTrials: must be >= 1`, `family: unknown family "x" (...)`,
+ *   `strategy: unknown strategy "y" (...)`, `evaluator.metrics[1]: unknown evaluator "z" (...)`.
+ */
+export function parseExperimentSpec(x: unknown): ExperimentSpec {
+  const r = experimentSpecSchema.safeParse(x, { reportInput: true });
+  if (!r.success) throw fromZodError(r.error, "");
+  const raw = r.data;
+  const family = raw.family as SpecFamily;
+
+  let searchSpace: SearchSpace;
+  if (raw.searchSpace === undefined) {
+    if (family !== "cell") throw new NasSpecError("searchSpace", `is required for family "${family}"`);
+    searchSpace = cellSearchSpace();
+  } else searchSpace = parseSearchSpace(raw.searchSpace, "searchSpace");
+  if (family !== "custom") checkFamilySpace(family, searchSpace, "searchSpace");
+  const rank = family === "mlp" ? 1 : family === "custom" ? undefined : 3;
+  const inputShape = raw.familyOptions?.inputShape;
+  if (rank !== undefined && inputShape && inputShape.length !== rank) {
+    throw new NasSpecError("familyOptions.inputShape", `family "${family}" takes ${rank === 1 ? "[features]" : "[channels, height, width]"}, got [${inputShape}]`);
+  }
+
+  const evaluator = raw.evaluator;
+  if (family === "custom" && !isModuleEvaluator(evaluator)) throw new NasSpecError("evaluator", 'family "custom" needs a module evaluator ({"module": "path.js"})');
+  const produced = producedMetrics(evaluator);
+  if (produced) {
+    const missing = (m: string) => `metric "${m}" is not reported by the evaluator (it reports ${produced.join(", ")})`;
+    if (!produced.includes(raw.objective.metric)) throw new NasSpecError("objective.metric", missing(raw.objective.metric));
+    raw.constraints.forEach((c, i) => {
+      if (!produced.includes(c.metric)) throw new NasSpecError(`constraints[${i}].metric`, missing(c.metric));
+    });
+  }
+
+  return { ...raw, family, searchSpace, evaluator };
+}
