@@ -35,6 +35,12 @@ const EnvSchema = z.object({
   JETSHARD_ORT_INTER_THREADS: int(0),
   JETSHARD_DEVICE: z.enum(["auto", "cpu", "cuda"]).default("auto"),
   JETSHARD_SEED_DEMO: boolStr(true),
+  // NAS: whether this worker evaluates trials, whether it does only that, and the controller's lease
+  JETSHARD_NAS: boolStr(true),
+  JETSHARD_NAS_ONLY: boolStr(false),
+  JETSHARD_NAS_CONCURRENCY: int(1, 1),
+  JETSHARD_CONTROLLER_LEASE_MS: int(10_000, 500),
+  JETSHARD_TRIAL_TIMEOUT_MS: int(600_000, 100),
 });
 
 export type JetshardConfig = ReturnType<typeof loadConfig>;
@@ -75,6 +81,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     ortInterOpThreads: e.JETSHARD_ORT_INTER_THREADS,
     device: e.JETSHARD_DEVICE,
     seedDemo: e.JETSHARD_SEED_DEMO,
+    /** This worker evaluates NAS trials. */
+    nasEnabled: e.JETSHARD_NAS,
+    /** This worker evaluates NAS trials only (a dedicated pool): it serves no models. */
+    nasOnly: e.JETSHARD_NAS_ONLY,
+    /** Trials one worker evaluates at once. */
+    nasConcurrency: e.JETSHARD_NAS_CONCURRENCY,
+    /** A controller holds an experiment for this long without renewing before another may take it over. */
+    controllerLeaseMs: e.JETSHARD_CONTROLLER_LEASE_MS,
+    /** Default trial timeout when the experiment spec sets none. */
+    trialTimeoutMs: e.JETSHARD_TRIAL_TIMEOUT_MS,
   };
 }
 

@@ -22,6 +22,8 @@ Commands:
   up                     run the whole stack locally (nats-server, gateway, workers, demo model)
   gateway                run the HTTP gateway (Open Inference Protocol v2 + /v1 API)
   worker                 run a stateless worker
+  controller             run the NAS controller (experiments, trials, resume)
+  nas run|show           run or inspect a neural architecture search experiment
   model add|list|rm      manage the model repository
   infer <model>          run one inference through NATS
   workers                list live workers
@@ -46,6 +48,10 @@ Concurrency: JETSHARD_WORKER_CONCURRENCY. Device: JETSHARD_DEVICE=auto|cpu|cuda.
         [--version N] [--output name ...] [--timeout-ms 30000]
 
 Publishes one job straight to JetStream and prints the v2 JSON response.`,
+  controller: `Usage: jetshard controller
+
+Runs the NAS controller: drives experiments, holds a lease per experiment in KV (JETSHARD_CONTROLLER_LEASE_MS)
+so two controllers never drive the same one, and resumes experiments whose controller died.`,
   workers: `Usage: jetshard workers
 
 Lists live workers: id, device, models served, jobs in flight.`,
@@ -183,6 +189,11 @@ export async function main(argv: string[]): Promise<void> {
     case "worker":
       if (wantsHelp) return help("worker");
       return (await import("../worker/main.js")).runWorker();
+    case "controller":
+      if (wantsHelp) return help("controller");
+      return (await import("../controller/main.js")).runController();
+    case "nas":
+      return (await import("./nas.js")).cmdNas(rest);
     case "model":
       return cmdModel(rest);
     case "infer":

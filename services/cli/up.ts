@@ -91,6 +91,7 @@ export async function runUp(env: NodeJS.ProcessEnv = process.env): Promise<void>
     children.push(c);
   };
   start(["gateway"]);
+  start(["controller"]);
   for (let i = 0; i < config.workers; i++) start(["worker"]);
 
   const base = `http://127.0.0.1:${config.port}`;

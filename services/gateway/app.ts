@@ -15,6 +15,7 @@ import type { Infra } from "#shared/nats.js";
 import { toV2Json } from "#shared/results.js";
 import { tensorsFromJson, validateInputs, validateOutputs } from "#shared/validate.js";
 import { InferRequestSchema, zodMessage, type ModelRecord, type ModelVersion, type WorkerInfo } from "#shared/wire.js";
+import { experimentRoutes } from "./experiments.js";
 import { Metrics } from "./metrics.js";
 
 export const SERVER_VERSION = "0.1.0";
@@ -181,6 +182,8 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
   });
 
   app.get("/v1/workers", (c) => c.json({ workers: liveWorkers().sort((a, b) => a.id.localeCompare(b.id)) }));
+
+  app.route("/v1/experiments", experimentRoutes({ config, log, infra }));
 
   app.get("/metrics", (c) => c.text(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4" }));
 

@@ -21,6 +21,7 @@ import { validateInputs, validateOutputs } from "#shared/validate.js";
 import { ModelRecordSchema, type ModelRecord, type ResultMeta, type WorkerInfo } from "#shared/wire.js";
 import { detectDevice, executionProviders, type DeviceInfo } from "./device.js";
 import { jobEnvelope, parseJob, type Job } from "./job.js";
+import { createTrialRunner, type TrialRunner } from "./nas-runner.js";
 import { Semaphore } from "./semaphore.js";
 import { SessionCache } from "./session-cache.js";
 
@@ -61,12 +62,13 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
   let cache!: SessionCache;
   let device!: DeviceInfo;
   let heartbeat: NodeJS.Timeout | null = null;
+  let trials: TrialRunner | null = null;
   let stopping = false;
   let processed = 0;
   let failed = 0;
   const startedAt = new Date().toISOString();
 
-  const serves = (model: string) => config.serve.length === 0 || config.serve.includes(model);
+  const serves = (model: string) => !config.nasOnly && (config.serve.length === 0 || config.serve.includes(model));
 
   function info(): WorkerInfo {
     const served = [...loops.keys()].sort();
@@ -78,7 +80,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       device: device ?? { kind: "cpu", name: "unknown", note: "starting" },
       models: served,
       shards: served.map((m) => `${m}:0`),
-      inFlight: slots.busy,
+      inFlight: slots.busy + (trials?.busy() ?? 0),
       processed,
       failed,
       concurrency: config.workerConcurrency,
@@ -253,6 +255,10 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
         p.catch((err) => log.error({ err, model: name }, "could not change what this worker serves"));
       });
       for (const rec of models.values()) if (serves(rec.name)) await startServing(rec.name);
+      if (config.nasEnabled || config.nasOnly) {
+        trials = createTrialRunner({ infra, config, log, workerId: id, device });
+        await trials.start();
+      }
       await register();
       heartbeat = setInterval(() => void register(), config.heartbeatMs);
       log.info({ models: [...loops.keys()], concurrency: config.workerConcurrency }, "worker started");
@@ -264,6 +270,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       if (heartbeat) clearInterval(heartbeat);
       models?.stop();
       await Promise.all([...loops.keys()].map((m) => stopServing(m)));
+      await trials?.stop();
       await Promise.allSettled([...inflight]);
       await infra?.workers.delete(id).catch(() => undefined);
       await cache?.close();
