@@ -84,8 +84,9 @@ function parseInputFlag(s: string): Tensor {
 
 async function cmdModel(argv: string[]): Promise<void> {
   const [sub, ...rest] = argv;
+  if (!sub || sub === "--help" || sub === "-h") return help("model");
   const { values, positionals } = parse(rest, { name: { type: "string" } });
-  if (values.help || !sub) return help("model");
+  if (values.help) return help("model");
   if (sub === "add") {
     const file = positionals[0];
     if (!file || !values.name) throw new UsageError("model add needs <file.onnx> and --name");
@@ -192,8 +193,11 @@ export async function main(argv: string[]): Promise<void> {
     case "controller":
       if (wantsHelp) return help("controller");
       return (await import("../controller/main.js")).runController();
-    case "nas":
-      return (await import("./nas.js")).cmdNas(rest);
+    case "nas": {
+      const nas = await import("./nas.js");
+      if (rest.length === 0 || rest[0] === "--help" || rest[0] === "-h") return void process.stdout.write(nas.NAS_HELP + "\n");
+      return nas.cmdNas(rest);
+    }
     case "model":
       return cmdModel(rest);
     case "infer":
