@@ -5,6 +5,8 @@
 import { createHash } from "node:crypto";
 import * as ort from "onnxruntime-node";
 import type { Infra } from "./nats.js";
+import { decodeModel, encodeModel } from "./onnx/builder.js";
+import { partition, PartitionError } from "./onnx/partition.js";
 import { JobError } from "./errors.js";
 import { NAME_PATTERN, STREAMS, consumerName, subjects } from "./subjects.js";
 import { datatypeFromOrt } from "./tensor.js";
@@ -85,19 +87,60 @@ export interface StagePlan {
   outputs: TensorSpec[];
 }
 
+export interface ShardOptions {
+  /** Number of pipeline stages (1 = unsharded). */
+  shards?: number;
+  /** Picks the stage count so each stage holds at most this many weight bytes. */
+  maxShardBytes?: number;
+  /** What to even out across stages. */
+  balance?: "bytes" | "flops";
+}
+
 /**
- * Stores a model (as one shard, or as the given pipeline stages) and returns the new version.
- * Validates with ONNX Runtime first: nothing is stored for an invalid model.
+ * Splits a model into pipeline stages and checks each loads in ONNX Runtime.
+ * Throws JobError BAD_REQUEST naming `shards`/`maxShardBytes` for options the model cannot meet.
+ */
+export async function planStages(bytes: Uint8Array, opts: ShardOptions): Promise<{ stages: StagePlan[]; note?: string }> {
+  let result;
+  try {
+    result = partition(decodeModel(bytes), { k: opts.shards, maxShardBytes: opts.maxShardBytes, balance: opts.balance });
+  } catch (err) {
+    if (err instanceof PartitionError) {
+      const code = err.code === "BAD_MODEL" ? "MODEL_INVALID" : "BAD_REQUEST";
+      throw new JobError(code, err.message, { cause: err });
+    }
+    throw err;
+  }
+  const stages: StagePlan[] = [];
+  for (const [i, st] of result.stages.entries()) {
+    const stageBytes = encodeModel(st);
+    const io = await inspectModel(stageBytes).catch((err) => {
+      throw new JobError("MODEL_INVALID", `stage ${i} of the split model does not load: ${(err as Error).message}`, { cause: err });
+    });
+    stages.push({ bytes: stageBytes, inputs: io.inputs, outputs: io.outputs });
+  }
+  return { stages, note: result.note };
+}
+
+/**
+ * Stores a model, whole or split into pipeline stages (`shards`), and returns the new version.
+ * Validates with ONNX Runtime first (the whole model and every stage): nothing is stored for an invalid model.
  */
 export async function addModel(
   infra: Infra,
   name: string,
   bytes: Uint8Array,
-  opts: { stages?: StagePlan[]; note?: string } = {},
+  opts: ShardOptions & { note?: string } = {},
 ): Promise<ModelVersion> {
   checkModelName(name);
   const io = await inspectModel(bytes);
-  const stages = opts.stages ?? [{ bytes, inputs: io.inputs, outputs: io.outputs }];
+  let stages: StagePlan[] = [{ bytes, inputs: io.inputs, outputs: io.outputs }];
+  let note: string | undefined = opts.note;
+  if ((opts.shards !== undefined && opts.shards !== 1) || opts.maxShardBytes !== undefined) {
+    const plan = await planStages(bytes, opts);
+    stages = plan.stages;
+    note = [opts.note, plan.note].filter(Boolean).join("; ") || undefined;
+  }
   for (let attempt = 0; ; attempt++) {
     const entry = await infra.models.get(name);
     const prev = entry && entry.operation === "PUT" && entry.value.length > 0 ? ModelRecordSchema.parse(entry.json()) : null;
@@ -117,7 +160,7 @@ export async function addModel(
       inputs: io.inputs,
       outputs: io.outputs,
       shards,
-      ...(opts.note ? { note: opts.note } : {}),
+      ...(note ? { note } : {}),
     };
     const rec: ModelRecord = { name, latest: version, versions: [...(prev?.versions ?? []), mv] };
     try {

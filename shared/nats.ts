@@ -58,6 +58,8 @@ export interface Infra {
   workers: KV;
   models: KV;
   objects: ObjectStore;
+  /** Activations too large for one message (claim checks); entries expire after an hour if never collected. */
+  claims: ObjectStore;
 }
 
 async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
@@ -117,13 +119,17 @@ export async function openInfra(nc: NatsConnection, opts: InfraOptions): Promise
   const workers = await openKv(kvm, BUCKETS.workers, { ttl: opts.workerTtlMs, history: 1 });
   const models = await openKv(kvm, BUCKETS.models, { history: 5 });
   const objm = new Objm(nc);
-  let objects: ObjectStore;
+  const objects = await openObjectStore(objm, BUCKETS.modelObjects, {});
+  const claims = await openObjectStore(objm, BUCKETS.claims, { ttl: ms(3600_000) });
+  return { nc, js, jsm, workers, models, objects, claims };
+}
+
+async function openObjectStore(objm: Objm, name: string, opts: { ttl?: number }): Promise<ObjectStore> {
   try {
-    objects = await objm.create(BUCKETS.modelObjects, { storage: StorageType.File });
+    return await objm.create(name, { storage: StorageType.File, ...opts });
   } catch {
-    objects = await objm.open(BUCKETS.modelObjects);
+    return await objm.open(name);
   }
-  return { nc, js, jsm, workers, models, objects };
 }
 
 async function openKv(kvm: Kvm, name: string, opts: { ttl?: number; history?: number }): Promise<KV> {

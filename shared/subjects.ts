@@ -19,6 +19,8 @@ export const BUCKETS = {
   experiments: "experiments",
   /** Object store of model (shard) bytes. */
   modelObjects: "models",
+  /** Object store of activations too big for one message, collected by the next stage. */
+  claims: "claims",
 } as const;
 
 export const HEADERS = {

@@ -103,6 +103,24 @@ export const JobMetaSchema = z.object({
 });
 export type JobMeta = z.infer<typeof JobMetaSchema>;
 
+/** Metadata of a pipeline hop: the activations entering shard `stage` of a sharded model. */
+export const StageMetaSchema = z.object({
+  kind: z.literal("stage"),
+  id: z.string().min(1),
+  model: z.string().min(1),
+  version: z.number().int().min(1),
+  stage: z.number().int().min(1),
+  requestId: z.string().optional(),
+  outputs: z.array(z.string()).optional(),
+  parameters: Parameters.optional(),
+  /** The format the client asked in; the last stage answers in it. */
+  format: z.enum(["frame", "json"]),
+  submittedAt: z.number().optional(),
+  /** Set when the activations were too big for one message: the object (in the claims store) holding the frame. */
+  claim: z.string().optional(),
+});
+export type StageMeta = z.infer<typeof StageMetaSchema>;
+
 export const ResultMetaSchema = z.object({
   kind: z.literal("result"),
   id: z.string(),
@@ -210,6 +228,10 @@ export const WorkerInfoSchema = z.object({
   models: z.array(z.string()),
   /** Shards served, as "model:index". */
   shards: z.array(z.string()),
+  /** "auto": placement picks the shards; "fixed": named by JETSHARD_SERVE. */
+  placement: z.enum(["auto", "fixed"]).default("auto"),
+  /** Memory budget for loaded model bytes. */
+  budgetBytes: z.number().default(0),
   inFlight: z.number().int(),
   processed: z.number().int(),
   failed: z.number().int(),

@@ -42,6 +42,7 @@ Runs a worker. It serves every model in the repository, or those in JETSHARD_SER
 Concurrency: JETSHARD_WORKER_CONCURRENCY. Device: JETSHARD_DEVICE=auto|cpu|cuda. SIGTERM drains it.`,
   model: `Usage:
   jetshard model add <file.onnx> --name <name>   store a model (a new version if the name exists)
+      [--shards K | --max-shard-bytes N] [--balance bytes|flops]   split it into a K-stage pipeline
   jetshard model list                            list models and versions
   jetshard model rm <name>                       delete a model and all its versions`,
   infer: `Usage: jetshard infer <model> (--json '<v2 request>' | --json @request.json | --input name:DATATYPE:1x4:1,2,3,4 ...)
@@ -85,14 +86,23 @@ function parseInputFlag(s: string): Tensor {
 async function cmdModel(argv: string[]): Promise<void> {
   const [sub, ...rest] = argv;
   if (!sub || sub === "--help" || sub === "-h") return help("model");
-  const { values, positionals } = parse(rest, { name: { type: "string" } });
+  const { values, positionals } = parse(rest, { name: { type: "string" }, shards: { type: "string" }, "max-shard-bytes": { type: "string" }, balance: { type: "string" } });
   if (values.help) return help("model");
   if (sub === "add") {
     const file = positionals[0];
     if (!file || !values.name) throw new UsageError("model add needs <file.onnx> and --name");
+    const num = (flag: string, v: string | undefined) => {
+      if (v === undefined) return undefined;
+      if (!/^[0-9]+$/.test(v)) throw new UsageError(`--${flag}: "${v}" is not a positive integer`);
+      return Number(v);
+    };
+    const balance = values.balance;
+    if (balance !== undefined && balance !== "bytes" && balance !== "flops") throw new UsageError(`--balance: use bytes or flops`);
     const bytes = new Uint8Array(await readFile(file));
-    const mv = await withInfra((infra) => addModel(infra, values.name!, bytes));
-    console.log(JSON.stringify({ name: values.name, version: mv.version, inputs: mv.inputs, outputs: mv.outputs, shards: mv.shards.length }));
+    const mv = await withInfra((infra) =>
+      addModel(infra, values.name!, bytes, { shards: num("shards", values.shards), maxShardBytes: num("max-shard-bytes", values["max-shard-bytes"]), balance }),
+    );
+    console.log(JSON.stringify({ name: values.name, version: mv.version, inputs: mv.inputs, outputs: mv.outputs, shards: mv.shards.length, ...(mv.note ? { note: mv.note } : {}) }));
   } else if (sub === "list") {
     const models = await withInfra(listModels);
     for (const m of models) console.log(`${m.name}\tlatest=${m.latest}\tversions=${m.versions.map((v) => v.version).join(",")}`);

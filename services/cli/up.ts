@@ -8,7 +8,7 @@ import { mkdir } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { loadConfig } from "#shared/config.js";
-import { DEMO_MLP, DEMO_MLP_REQUEST, demoMlpBytes } from "#shared/demo.js";
+import { DEMO_CNN, DEMO_CNN_REQUEST, DEMO_CNN_SHARDS, DEMO_MLP, DEMO_MLP_REQUEST, demoCnnBytes, demoMlpBytes } from "#shared/demo.js";
 import { createLogger } from "#shared/log.js";
 import { addModel, getModel } from "#shared/model-repo.js";
 import { connectNats, openInfra } from "#shared/nats.js";
@@ -77,6 +77,10 @@ export async function runUp(env: NodeJS.ProcessEnv = process.env): Promise<void>
     const mv = await addModel(infra, DEMO_MLP, demoMlpBytes());
     log.info({ model: DEMO_MLP, version: mv.version }, "seeded demo model");
   }
+  if (config.seedDemo && !(await getModel(infra, DEMO_CNN))) {
+    const mv = await addModel(infra, DEMO_CNN, demoCnnBytes(), { shards: DEMO_CNN_SHARDS });
+    log.info({ model: DEMO_CNN, version: mv.version, shards: mv.shards.length }, "seeded sharded demo model");
+  }
   await nc.drain();
 
   const childEnv = { ...process.env, JETSHARD_NATS_URL: natsUrl };
@@ -97,7 +101,7 @@ export async function runUp(env: NodeJS.ProcessEnv = process.env): Promise<void>
   const base = `http://127.0.0.1:${config.port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
-    const ok = await fetch(`${base}/v2/models/${DEMO_MLP}/ready`).then((r) => r.ok, () => false);
+    const ok = await Promise.all([DEMO_MLP, DEMO_CNN].map((m) => fetch(`${base}/v2/models/${m}/ready`).then((r) => r.ok, () => false))).then((a) => a.every(Boolean));
     if (ok || !config.seedDemo) break;
     if (Date.now() > deadline) {
       log.error("stack did not become ready within 60 s");
@@ -105,8 +109,10 @@ export async function runUp(env: NodeJS.ProcessEnv = process.env): Promise<void>
     }
     await new Promise((r) => setTimeout(r, 250));
   }
-  const curl = `curl -s ${base}/v2/models/${DEMO_MLP}/infer -H 'content-type: application/json' -d '${JSON.stringify(DEMO_MLP_REQUEST)}'`;
+  const curl = (m: string, req: unknown) => `curl -s ${base}/v2/models/${m}/infer -H 'content-type: application/json' -d '${JSON.stringify(req)}'`;
   process.stdout.write(
-    `\njetshard is up: gateway ${base}, ${config.workers} worker(s), NATS ${natsUrl}\n\nTry:\n  ${curl}\n\nCtrl-C stops everything.\n\n`,
+    `\njetshard is up: gateway ${base}, ${config.workers} worker(s), NATS ${natsUrl}\n\n` +
+      `Try:\n  ${curl(DEMO_MLP, DEMO_MLP_REQUEST)}\n\n` +
+      `A model split into ${DEMO_CNN_SHARDS} pipeline shards:\n  ${curl(DEMO_CNN, DEMO_CNN_REQUEST)}\n\nCtrl-C stops everything.\n\n`,
   );
 }

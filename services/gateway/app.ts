@@ -3,6 +3,7 @@
  * Every error leaves through `onError` as `{ "error": "..." }`: 4xx for the caller's mistakes, 5xx for ours.
  */
 import { Hono, type Context } from "hono";
+import { z } from "zod";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { JetshardClient } from "#shared/client.js";
@@ -29,12 +30,36 @@ export interface AppDeps {
   workers: KvMirror<WorkerInfo>;
 }
 
+const UploadQuerySchema = z.strictObject({
+  shards: z.coerce.number().int("shards: must be an integer").min(1, "shards: must be at least 1").optional(),
+  maxShardBytes: z.coerce.number().int().positive().optional(),
+  balance: z.enum(["bytes", "flops"]).optional(),
+});
+
+/** Query parameters of PUT /v1/models/{m}. Throws a 400 naming the parameter. */
+function parseUploadQuery(q: Record<string, string>) {
+  const r = UploadQuerySchema.safeParse(q);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    const field = issue.path.length ? String(issue.path[0]) : (issue as { keys?: string[] }).keys?.join(", ") ?? "query";
+    const msg = issue.code === "unrecognized_keys" ? `unknown query parameter(s) ${field}` : `${field}: ${issue.message.replace(/^\w+: /, "")} (got ${JSON.stringify(q[field])})`;
+    throw new JobError("BAD_REQUEST", msg);
+  }
+  return r.data;
+}
+
 export function createApp({ config, log, infra, client, models, workers }: AppDeps) {
   const app = new Hono();
   const metrics = new Metrics();
 
   const liveWorkers = () => workers.values().filter((w) => Date.now() - w.updatedAt < config.workerTtlMs);
-  const workersFor = (model: string) => liveWorkers().filter((w) => w.models.includes(model));
+  /** Live workers per shard of a model version: a sharded model is ready only when every shard has one. */
+  const coverage = (rec: ModelRecord, mv: ModelVersion) => {
+    const live = liveWorkers();
+    return mv.shards.map((s) => ({ index: s.index, workers: live.filter((w) => w.shards.includes(`${rec.name}:${s.index}`)).map((w) => w.id) }));
+  };
+  /** Workers that can carry a request end to end: 0 when any shard is uncovered. */
+  const servingCount = (rec: ModelRecord, mv: ModelVersion) => Math.min(...coverage(rec, mv).map((c) => c.workers.length));
   metrics.gauge("jetshard_workers_live", () => liveWorkers().length);
   metrics.gauge("jetshard_models", () => models.values().length);
 
@@ -107,10 +132,13 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
 
   const ready = (c: Context) => {
     const rec = modelOr404(c.req.param("model")!);
-    pickVersion(rec, versionParam(c));
-    const serving = workersFor(rec.name).length;
+    const mv = pickVersion(rec, versionParam(c));
+    const cov = coverage(rec, mv);
+    const serving = Math.min(...cov.map((x) => x.workers.length));
     if (serving > 0) return c.json({ name: rec.name, ready: true, workers: serving });
-    return c.json({ name: rec.name, ready: false, error: `no live worker serves model "${rec.name}"` }, 503);
+    const missing = cov.filter((x) => x.workers.length === 0).map((x) => x.index);
+    const what = mv.shards.length > 1 ? `shard(s) ${missing.join(", ")} of model "${rec.name}"` : `model "${rec.name}"`;
+    return c.json({ name: rec.name, ready: false, error: `no live worker serves ${what}` }, 503);
   };
   app.get("/v2/models/:model/ready", ready);
   app.get("/v2/models/:model/versions/:version/ready", ready);
@@ -142,7 +170,7 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
       });
       return c.json(toV2Json({ kind: "result", id: r.id, model: name, version: r.version, requestId: req.id, ok: true, worker: r.worker, computeMs: r.computeMs }, r.outputs));
     } catch (err) {
-      if (err instanceof JobError && err.code === "TIMEOUT" && workersFor(name).length === 0) {
+      if (err instanceof JobError && err.code === "TIMEOUT" && servingCount(rec, mv) === 0) {
         throw new JobError("NO_WORKER", `no worker served model "${name}" within ${config.requestTimeoutMs} ms (live workers serving it: 0)`);
       }
       throw err;
@@ -155,10 +183,11 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
   app.put("/v1/models/:model", modelLimit, async (c) => {
     const name = c.req.param("model");
     checkModelName(name);
+    const opts = parseUploadQuery(c.req.query());
     const bytes = new Uint8Array(await c.req.arrayBuffer());
     if (bytes.byteLength === 0) throw new JobError("BAD_REQUEST", "request body is empty: send the ONNX model bytes");
-    const mv = await addModel(infra, name, bytes);
-    log.info({ model: name, version: mv.version, bytes: mv.bytes }, "model added");
+    const mv = await addModel(infra, name, bytes, opts);
+    log.info({ model: name, version: mv.version, bytes: mv.bytes, shards: mv.shards.length }, "model added");
     return c.json({ name, ...mv }, 201);
   });
   app.get("/v1/models", (c) =>
@@ -166,12 +195,13 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
       models: models
         .values()
         .sort((a, b) => a.name.localeCompare(b.name))
-        .map((r) => ({ name: r.name, latest: r.latest, versions: r.versions.map((v) => v.version), workers: workersFor(r.name).length })),
+        .map((r) => ({ name: r.name, latest: r.latest, versions: r.versions.map((v) => v.version), shards: pickVersion(r).shards.length, workers: servingCount(r, pickVersion(r)) })),
     }),
   );
   app.get("/v1/models/:model", (c) => {
     const rec = modelOr404(c.req.param("model"));
-    return c.json({ ...rec, workers: workersFor(rec.name).map((w) => w.id) });
+    const latest = pickVersion(rec);
+    return c.json({ ...rec, coverage: coverage(rec, latest), ready: servingCount(rec, latest) > 0 });
   });
   app.delete("/v1/models/:model", async (c) => {
     const name = c.req.param("model");

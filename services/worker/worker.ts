@@ -1,8 +1,9 @@
 /**
- * The worker: stateless. It registers in the `workers` KV bucket, serves every model in the repository
- * (or the ones named in JETSHARD_SERVE) through one durable pull consumer per model shared by all replicas,
- * runs ONNX Runtime, and answers every message exactly once: ack after the result is durably stored,
- * nak with backoff for retryable failures, a terminal failure result for bad jobs.
+ * The worker: stateless. It registers in the `workers` KV bucket, serves model shards (all of them when they fit
+ * its memory budget, the ones named in JETSHARD_SERVE, or the least replicated) through one durable pull consumer
+ * per (model, shard) shared by all replicas, runs ONNX Runtime, and answers every message exactly once: ack after
+ * the result (or the next pipeline hop) is durably stored, nak with backoff for retryable failures, a terminal
+ * failure result for bad jobs.
  */
 import os from "node:os";
 import { headers as natsHeaders, nuid, type NatsConnection } from "@nats-io/transport-node";
@@ -15,12 +16,13 @@ import type { Logger } from "#shared/log.js";
 import { pickVersion } from "#shared/model-repo.js";
 import { connectNats, openInfra, type Infra } from "#shared/nats.js";
 import { encodeResult } from "#shared/results.js";
-import { STREAMS, consumerName, subjects } from "#shared/subjects.js";
+import { HEADERS, STREAMS, consumerName, subjects } from "#shared/subjects.js";
 import { datatypeFromOrt, ortType, type Tensor, type TypedArray } from "#shared/tensor.js";
 import { validateInputs, validateOutputs } from "#shared/validate.js";
-import { ModelRecordSchema, type ModelRecord, type ResultMeta, type WorkerInfo } from "#shared/wire.js";
+import { ModelRecordSchema, WorkerInfoSchema, encodeFrame, type ModelRecord, type ResultMeta, type StageMeta, type WorkerInfo } from "#shared/wire.js";
 import { detectDevice, executionProviders, type DeviceInfo } from "./device.js";
-import { jobEnvelope, parseJob, type Job } from "./job.js";
+import { jobEnvelope, parseJob, parseStage, type Job } from "./job.js";
+import { allShards, pickShards, serveFilter, shardKey } from "./placement.js";
 import { createTrialRunner, type TrialRunner } from "./nas-runner.js";
 import { Semaphore } from "./semaphore.js";
 import { SessionCache } from "./session-cache.js";
@@ -54,11 +56,14 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
   const id = `w-${sanitizeKey(os.hostname())}-${nuid.next().slice(-8).toLowerCase()}`;
   const log = rootLog.child({ component: "worker", worker: id });
   const slots = new Semaphore(config.workerConcurrency);
-  const loops = new Map<string, { msgs: ConsumerMessages; done: Promise<void> }>();
+  /** Consume loops by shard key "model:index". */
+  const loops = new Map<string, { model: string; index: number; msgs: ConsumerMessages; done: Promise<void> }>();
+  const filter = serveFilter(config.serve);
   const inflight = new Set<Promise<void>>();
   let infra!: Infra;
   let nc!: NatsConnection;
   let models!: KvMirror<ModelRecord>;
+  let peers!: KvMirror<WorkerInfo>;
   let cache!: SessionCache;
   let device!: DeviceInfo;
   let heartbeat: NodeJS.Timeout | null = null;
@@ -68,10 +73,10 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
   let failed = 0;
   const startedAt = new Date().toISOString();
 
-  const serves = (model: string) => !config.nasOnly && (config.serve.length === 0 || config.serve.includes(model));
 
   function info(): WorkerInfo {
-    const served = [...loops.keys()].sort();
+    const shards = [...loops.keys()].sort();
+    const served = [...new Set([...loops.values()].map((l) => l.model))].sort();
     return {
       id,
       host: os.hostname(),
@@ -79,7 +84,9 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       version: VERSION,
       device: device ?? { kind: "cpu", name: "unknown", note: "starting" },
       models: served,
-      shards: served.map((m) => `${m}:0`),
+      shards,
+      placement: filter ? "fixed" : "auto",
+      budgetBytes: config.modelCacheBytes,
       inFlight: slots.busy + (trials?.busy() ?? 0),
       processed,
       failed,
@@ -97,18 +104,18 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     }
   }
 
-  async function ensureConsumer(model: string): Promise<void> {
-    const name = consumerName(model, 0);
+  async function ensureConsumer(model: string, index: number): Promise<string> {
+    const name = consumerName(model, index);
     try {
       await infra.jsm.consumers.info(STREAMS.jobs, name);
-      return;
+      return name;
     } catch {
       // create below
     }
     try {
       await infra.jsm.consumers.add(STREAMS.jobs, {
         durable_name: name,
-        filter_subject: subjects.infer(model),
+        filter_subject: index === 0 ? subjects.infer(model) : subjects.stage(model, index),
         ack_policy: AckPolicy.Explicit,
         deliver_policy: DeliverPolicy.All,
         ack_wait: ns(config.ackWaitMs),
@@ -120,60 +127,102 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
         throw err;
       });
     }
+    return name;
   }
 
-  async function startServing(model: string): Promise<void> {
-    if (loops.has(model) || stopping) return;
-    await ensureConsumer(model);
-    const consumer = await infra.js.consumers.get(STREAMS.jobs, consumerName(model, 0));
+  async function startServing(model: string, index: number): Promise<void> {
+    const key = shardKey(model, index);
+    if (loops.has(key) || stopping) return;
+    const consumer = await infra.js.consumers.get(STREAMS.jobs, await ensureConsumer(model, index));
     const msgs = await consumer.consume({ max_messages: config.workerConcurrency, expires: 5_000 });
     const done = (async () => {
       for await (const m of msgs) {
-        if (stopping || !loops.has(model)) {
+        if (stopping || !loops.has(key)) {
           // pulled but not started: hand it straight back instead of waiting out the ack timeout
           m.nak();
           continue;
         }
         await slots.acquire();
-        const p = handle(m, model).finally(() => {
+        const p = handle(m, model, index).finally(() => {
           slots.release();
           inflight.delete(p);
         });
         inflight.add(p);
       }
-    })().catch((err) => log.error({ err, model }, "consume loop ended"));
-    loops.set(model, { msgs, done });
-    log.info({ model }, "serving model");
-    void register();
+    })().catch((err) => log.error({ err, model, shard: index }, "consume loop ended"));
+    loops.set(key, { model, index, msgs, done });
+    log.info({ model, shard: index }, "serving shard");
   }
 
-  async function stopServing(model: string): Promise<void> {
-    const l = loops.get(model);
+  async function stopServing(key: string): Promise<void> {
+    const l = loops.get(key);
     if (!l) return;
-    loops.delete(model);
+    loops.delete(key);
     await l.msgs.close().catch(() => undefined);
-    log.info({ model }, "stopped serving model");
-    void register();
+    log.info({ model: l.model, shard: l.index }, "stopped serving shard");
   }
 
-  async function runModel(job: Job, rec: ModelRecord, m: JsMsg): Promise<{ outputs: Tensor[]; version: number; computeMs: number }> {
+  /** Other live workers, as placement sees them. */
+  function livePeers() {
+    return peers.values().filter((w) => w.id !== id && Date.now() - w.updatedAt <= config.workerTtlMs);
+  }
+
+  let reconciling: Promise<void> = Promise.resolve();
+  /** Starts and stops consume loops so this worker serves what placement picks now. Serialized. */
+  function reconcile(): Promise<void> {
+    reconciling = reconciling.then(async () => {
+      if (stopping || config.nasOnly) return;
+      const want = pickShards({
+        shards: allShards(models.values()),
+        peers: livePeers().map((w) => ({ id: w.id, auto: w.placement === "auto", budgetBytes: w.budgetBytes, shards: w.shards })),
+        selfId: id,
+        budgetBytes: config.modelCacheBytes,
+        filter,
+      });
+      const wantKeys = new Set(want.map((s) => shardKey(s.model, s.index)));
+      let changed = false;
+      for (const key of [...loops.keys()]) {
+        if (!wantKeys.has(key)) {
+          await stopServing(key);
+          changed = true;
+        }
+      }
+      for (const s of want) {
+        if (!loops.has(shardKey(s.model, s.index))) {
+          await startServing(s.model, s.index).catch((err) => log.error({ err, model: s.model, shard: s.index }, "could not start serving shard"));
+          changed = true;
+        }
+      }
+      if (changed) await register();
+    });
+    return reconciling;
+  }
+
+  /** Runs one shard of a job; returns every output the shard produces (or the requested ones, on the last). */
+  async function runShard(job: Job, rec: ModelRecord, m: JsMsg): Promise<{ outputs: Tensor[]; version: number; computeMs: number; last: boolean }> {
     const mv = pickVersion(rec, job.version);
-    validateInputs(job.model, mv.inputs, job.inputs);
-    validateOutputs(job.model, mv.outputs, job.outputs);
+    const shard = mv.shards[job.stage];
+    if (!shard) throw new JobError("BAD_REQUEST", `model "${job.model}" version ${mv.version} has no shard ${job.stage}`);
+    const last = job.stage === mv.shards.length - 1;
+    if (job.stage === 0) {
+      validateInputs(job.model, mv.inputs, job.inputs);
+      validateOutputs(job.model, mv.outputs, job.outputs);
+    }
+    const byName = new Map(job.inputs.map((t) => [t.name, t]));
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const spec of shard.inputs) {
+      const t = byName.get(spec.name);
+      if (!t) throw new JobError("BAD_REQUEST", `shard ${job.stage} of "${job.model}" needs tensor "${spec.name}", which the message lacks`);
+      feeds[spec.name] = new ort.Tensor(ortType(t.datatype) as ort.Tensor.Type, t.data as never, t.shape);
+    }
+    const names = last ? (job.outputs?.length ? job.outputs : mv.outputs.map((o) => o.name)) : shard.outputs.map((o) => o.name);
     // Keep the lease while ORT works, so a long run is not redelivered to another worker.
     const keepAlive = setInterval(() => m.working(), Math.max(250, config.ackWaitMs / 3));
     try {
-      const shard = mv.shards[0]!;
       const t0 = performance.now();
-      const out = await cache.use(shard, async (session) => {
-        const feeds: Record<string, ort.Tensor> = {};
-        for (const t of job.inputs) feeds[t.name] = new ort.Tensor(ortType(t.datatype) as ort.Tensor.Type, t.data as never, t.shape);
-        const fetches = job.outputs?.length ? job.outputs : session.outputNames;
-        return session.run(feeds, fetches);
-      });
+      const out = await cache.use(shard, (session) => session.run(feeds, names));
       const computeMs = performance.now() - t0;
       const outputs: Tensor[] = [];
-      const names = job.outputs?.length ? job.outputs : mv.outputs.map((o) => o.name);
       for (const name of names) {
         const t = out[name];
         if (!t) throw new JobError("INFERENCE_FAILED", `model produced no output "${name}"`);
@@ -181,7 +230,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
         if (!datatype) throw new JobError("INFERENCE_FAILED", `output "${name}" has unsupported type ${t.type}`);
         outputs.push({ name, datatype, shape: t.dims.map(Number), data: t.data as TypedArray });
       }
-      return { outputs, version: mv.version, computeMs };
+      return { outputs, version: mv.version, computeMs, last };
     } catch (err) {
       throw toJobError(err, "INFERENCE_FAILED");
     } finally {
@@ -189,21 +238,56 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     }
   }
 
-  async function handle(m: JsMsg, model: string): Promise<void> {
+  /** Publishes the activations for the next shard; big ones go through the claims object store. */
+  async function forward(job: Job, version: number, outputs: Tensor[]): Promise<void> {
+    const next = job.stage + 1;
+    const meta: StageMeta = {
+      kind: "stage",
+      id: job.id,
+      model: job.model,
+      version,
+      stage: next,
+      format: job.format,
+      ...(job.requestId !== undefined ? { requestId: job.requestId } : {}),
+      ...(job.outputs ? { outputs: job.outputs } : {}),
+      ...(job.parameters ? { parameters: job.parameters } : {}),
+      ...(job.submittedAt ? { submittedAt: job.submittedAt } : {}),
+    };
+    let body = encodeFrame(meta, outputs);
+    const maxPayload = nc.info?.max_payload ?? 1024 * 1024;
+    if (body.byteLength > maxPayload - 16 * 1024) {
+      const claim = `${job.id}.${next}`;
+      await infra.claims.putBlob({ name: claim, options: { max_chunk_size: Math.min(1024 * 1024, maxPayload - 16 * 1024) } }, body);
+      body = encodeFrame({ ...meta, claim }, []);
+    }
+    const h = natsHeaders();
+    h.set(HEADERS.jobId, job.id);
+    if (job.reply) h.set(HEADERS.reply, job.reply);
+    if (job.deadline !== undefined) h.set(HEADERS.deadline, String(job.deadline));
+    await infra.js.publish(subjects.stage(job.model, next), body, { msgID: `${job.id}:${next}`, headers: h });
+  }
+
+  async function handle(m: JsMsg, model: string, index: number): Promise<void> {
     const env = jobEnvelope(m, model);
     const attempt = m.info.deliveryCount;
-    const jlog = log.child({ jobId: env.id, model, attempt });
+    const jlog = log.child({ jobId: env.id, model, shard: index, attempt });
     let meta: ResultMeta;
     let outputs: Tensor[] = [];
     let job: Job | undefined;
     try {
-      job = parseJob(m, model);
+      job = index === 0 ? parseJob(m, model) : await parseStage(m, model, index, infra);
       if (job.deadline !== undefined && Date.now() > job.deadline) {
         throw new JobError("DEADLINE_EXCEEDED", `job ${job.id} passed its deadline before it could run`);
       }
       const rec = models.get(model);
       if (!rec) throw new JobError("MODEL_NOT_FOUND", `model "${model}" is not in the repository`);
-      const r = await runModel(job, rec, m);
+      const r = await runShard(job, rec, m);
+      if (!r.last) {
+        await forward(job, r.version, r.outputs);
+        m.ack();
+        await collect(job.claim);
+        return;
+      }
       outputs = r.outputs;
       meta = { kind: "result", id: job.id, model, version: r.version, requestId: job.requestId, ok: true, worker: id, attempt, computeMs: Math.round(r.computeMs * 1000) / 1000 };
       processed++;
@@ -217,19 +301,24 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       if (je.status >= 500) jlog.error({ err: je }, "job failed");
       else jlog.info({ code: je.code, reason: je.message }, "job rejected");
       failed++;
-      meta = { kind: "result", id: env.id, model, version: job?.version, requestId: job?.requestId, ok: false, error: je.toJSON(), worker: id, attempt };
+      meta = { kind: "result", id: job?.id ?? env.id, model, version: job?.version, requestId: job?.requestId, ok: false, error: je.toJSON(), worker: id, attempt };
     }
-    const body = encodeResult(env.format, meta, outputs);
+    const body = encodeResult(job?.format ?? env.format, meta, outputs);
     try {
       if (env.reply) nc.publish(env.reply, body);
-      const h = natsHeaders();
-      await infra.js.publish(subjects.result(meta.id), body, { msgID: `result-${meta.id}`, headers: h });
+      await infra.js.publish(subjects.result(meta.id), body, { msgID: `result-${meta.id}` });
       m.ack();
+      await collect(job?.claim);
     } catch (err) {
       // The result is not durable: let JetStream redeliver the job rather than lose it.
       jlog.warn({ err }, "could not store result; job will be redelivered");
       m.nak(retryDelayMs(attempt));
     }
+  }
+
+  /** Deletes a claim-checked activation once its hop is done (the bucket's max age catches any we miss). */
+  async function collect(claim: string | undefined): Promise<void> {
+    if (claim) await infra.claims.delete(claim).catch((err) => log.warn({ err, claim }, "could not delete claim"));
   }
 
   return {
@@ -248,13 +337,22 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       };
       cache = new SessionCache(infra, { dir: config.cacheDir, maxSessions: config.modelCacheMax, maxBytes: config.modelCacheBytes, sessionOptions }, log);
       models = new KvMirror(infra.models, ModelRecordSchema, log);
-      await models.start();
-      models.onChange((name, rec) => {
-        if (!serves(name)) return;
-        const p = rec ? startServing(name) : stopServing(name);
-        p.catch((err) => log.error({ err, model: name }, "could not change what this worker serves"));
+      peers = new KvMirror(infra.workers, WorkerInfoSchema, log);
+      await Promise.all([models.start(), peers.start()]);
+      models.onChange(() => void reconcile());
+      // Re-pick when membership changes (not on every heartbeat): placement is a function of who is live.
+      let lastPeers = "";
+      peers.onChange(() => {
+        const sig = livePeers()
+          .map((w) => `${w.id}/${w.placement}/${w.placement === "fixed" ? w.shards.join("+") : ""}`)
+          .sort()
+          .join(",");
+        if (sig !== lastPeers) {
+          lastPeers = sig;
+          void reconcile();
+        }
       });
-      for (const rec of models.values()) if (serves(rec.name)) await startServing(rec.name);
+      await reconcile();
       if (config.nasEnabled || config.nasOnly) {
         trials = createTrialRunner({ infra, config, log, workerId: id, device });
         await trials.start();
@@ -269,7 +367,9 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       log.info({ inFlight: slots.busy }, "draining");
       if (heartbeat) clearInterval(heartbeat);
       models?.stop();
-      await Promise.all([...loops.keys()].map((m) => stopServing(m)));
+      peers?.stop();
+      await reconciling;
+      await Promise.all([...loops.keys()].map((k) => stopServing(k)));
       await trials?.stop();
       await Promise.allSettled([...inflight]);
       await infra?.workers.delete(id).catch(() => undefined);

@@ -350,6 +350,8 @@ export interface LatencyOptions {
   inputShape?: number[];
   /** ORT intra-op threads (default: ORT's choice). */
   threads?: number;
+  /** ORT execution providers, e.g. ["cuda", "cpu"] to time on the GPU (default: CPU). */
+  providers?: string[];
 }
 
 /** Latency statistics of the timed runs, in milliseconds. */
@@ -369,12 +371,16 @@ function quantile(sorted: readonly number[], q: number): number {
   return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
 }
 
-function sessionOptions(threads?: number): ort.InferenceSession.SessionOptions {
-  return threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {};
+function sessionOptions(threads?: number, providers?: string[]): ort.InferenceSession.SessionOptions {
+  return {
+    ...(threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {}),
+    ...(providers?.length ? { executionProviders: providers as ort.InferenceSession.ExecutionProviderConfig[] } : {}),
+  };
 }
 
 /**
- * Wall-clock latency of `session.run` in onnxruntime-node on the CPU, on seeded uniform inputs.
+ * Wall-clock latency of `session.run` in onnxruntime-node (on the CPU unless `providers` says otherwise),
+ * on seeded uniform inputs.
  * Session creation and the warmup runs are not timed.
  */
 export async function latency(bytes: Uint8Array, opts: LatencyOptions = {}): Promise<LatencyResult> {
@@ -386,7 +392,7 @@ export async function latency(bytes: Uint8Array, opts: LatencyOptions = {}): Pro
   const shape = [batch, ...input.shape];
   const rand = rng(1);
   const data = Float32Array.from({ length: product(shape) }, () => rand() * 2 - 1);
-  const session = await ort.InferenceSession.create(bytes, sessionOptions(opts.threads));
+  const session = await ort.InferenceSession.create(bytes, sessionOptions(opts.threads, opts.providers));
   try {
     const feeds = { [input.name]: new ort.Tensor("float32", data, shape) };
     for (let i = 0; i < warmup; i++) await session.run(feeds);
@@ -455,6 +461,8 @@ export interface NaswotOptions {
   input?: Float32Array;
   /** ORT intra-op threads (default: ORT's choice). */
   threads?: number;
+  /** ORT execution providers (default: CPU). */
+  providers?: string[];
 }
 
 /** The model with every Relu output added as a graph output (shapes inferred where possible). */
@@ -497,7 +505,7 @@ export async function naswot(m: AnyModel, opts: NaswotOptions = {}): Promise<num
     const rand = rng(opts.seed ?? 0);
     data = Float32Array.from({ length: size }, () => gaussian(rand));
   }
-  const session = await ort.InferenceSession.create(encodeModel(probed), sessionOptions(opts.threads));
+  const session = await ort.InferenceSession.create(encodeModel(probed), sessionOptions(opts.threads, opts.providers));
   let outputs: ort.InferenceSession.ReturnType;
   try {
     outputs = await session.run({ [input.name]: new ort.Tensor("float32", data, shape) }, relus);
@@ -540,6 +548,8 @@ export interface BuiltinOptions {
   runs?: number;
   warmup?: number;
   threads?: number;
+  /** ORT execution providers for latency and naswot (default: CPU). */
+  providers?: string[];
 }
 
 /**
@@ -559,10 +569,10 @@ export async function evaluateBuiltins(m: AnyModel, metrics: readonly BuiltinEva
         out[METRIC_OUTPUT.flops] = flops(model, opts.inputShape);
         break;
       case "latency":
-        out[METRIC_OUTPUT.latency] = (await latency(encodeModel(model), { inputShape: opts.inputShape, runs: opts.runs, warmup: opts.warmup, threads: opts.threads })).p50Ms;
+        out[METRIC_OUTPUT.latency] = (await latency(encodeModel(model), { inputShape: opts.inputShape, runs: opts.runs, warmup: opts.warmup, threads: opts.threads, providers: opts.providers })).p50Ms;
         break;
       case "naswot":
-        out[METRIC_OUTPUT.naswot] = await naswot(model, { batch: opts.batch, inputShape: opts.inputShape, seed: opts.seed, threads: opts.threads });
+        out[METRIC_OUTPUT.naswot] = await naswot(model, { batch: opts.batch, inputShape: opts.inputShape, seed: opts.seed, threads: opts.threads, providers: opts.providers });
         break;
     }
   }

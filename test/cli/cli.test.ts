@@ -53,6 +53,14 @@ t.test("model add, list, infer, workers and rm from the command line", async (t)
   t.equal(added.code, 0, added.stderr);
   t.match(JSON.parse(added.stdout), { name: "clim", version: 1, inputs: [{ name: "input", datatype: "FP32", shape: [-1, 2] }] });
   t.match((await cli(env, "model", "list")).stdout, /clim\tlatest=1\tversions=1/);
+  const deep = path.join(dir, "deep.onnx");
+  await writeFile(deep, encodeModel(mlp({ layers: [2, 8, 8, 2], seed: 4 })));
+  const sharded = await cli(env, "model", "add", deep, "--name", "deep", "--shards", "3");
+  t.equal(sharded.code, 0, sharded.stderr);
+  t.equal(JSON.parse(sharded.stdout).shards, 3, "--shards splits the model");
+  const badShards = await cli(env, "model", "add", deep, "--name", "deep", "--shards", "0");
+  t.equal(badShards.code, 2);
+  t.match(badShards.stderr, /shards/);
   const missingName = await cli(env, "model", "add", file);
   t.equal(missingName.code, 2);
   t.match(missingName.stderr, /--name/);
@@ -70,6 +78,7 @@ t.test("model add, list, infer, workers and rm from the command line", async (t)
 
   t.match((await cli(env, "workers")).stdout, new RegExp(`${w.id}\\tcpu:`));
   t.equal((await cli(env, "model", "rm", "clim")).code, 0);
+  t.equal((await cli(env, "model", "rm", "deep")).code, 0);
   t.match((await cli(env, "model", "list")).stdout, /no models/);
 });
 
@@ -102,6 +111,13 @@ t.test("jetshard up starts gateway and workers, seeds demo-mlp, prints a working
   t.equal(j.outputs[0].name, "probabilities");
   t.equal(j.outputs[0].data.length, 3);
   t.ok(Math.abs(j.outputs[0].data.reduce((a: number, b: number) => a + b, 0) - 1) < 1e-5, "softmax sums to 1");
+
+  const cnnLine = out.split("\n").find((l) => l.includes("demo-cnn/infer"))!.trim();
+  const cnnRes = await fetch(cnnLine.match(/curl -s (\S+)/)![1]!, { method: "POST", headers: { "content-type": "application/json" }, body: cnnLine.match(/-d '(.*)'$/)![1]! });
+  t.equal(cnnRes.status, 200, "the sharded demo's curl works");
+  t.same(((await cnnRes.json()) as any).outputs[0].shape, [1, 3]);
+  const cnnInfo = (await (await fetch(`http://127.0.0.1:${port}/v1/models/demo-cnn`)).json()) as any;
+  t.equal(cnnInfo.versions[0].shards.length, 2, "demo-cnn is stored as 2 shards");
 
   const workers = ((await (await fetch(`http://127.0.0.1:${port}/v1/workers`)).json()) as any).workers;
   t.equal(workers.length, 2, "two workers");

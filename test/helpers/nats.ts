@@ -17,8 +17,8 @@ export interface TestNats {
   stop(): Promise<void>;
 }
 
-export async function startTestNats(t: Test): Promise<TestNats> {
-  let srv = await startNatsServer();
+export async function startTestNats(t: Test, opts: { extra?: string } = {}): Promise<TestNats> {
+  let srv = await startNatsServer({ extra: opts.extra });
   const workDir = path.dirname(srv.storeDir);
   const port = srv.port;
   const h: TestNats = {
@@ -28,7 +28,7 @@ export async function startTestNats(t: Test): Promise<TestNats> {
     kill: () => srv.kill(),
     async restart() {
       await srv.kill();
-      srv = await startNatsServer({ port, storeDir: srv.storeDir, workDir });
+      srv = await startNatsServer({ port, storeDir: srv.storeDir, workDir, extra: opts.extra });
     },
     async stop() {
       await srv.stop();

@@ -29,8 +29,8 @@ export interface Stack {
   workerProcess(extraEnv?: Record<string, string>): Promise<ChildProcess>;
 }
 
-export async function startStack(t: Test, extraEnv: Record<string, string> = {}): Promise<Stack> {
-  const nats = await startTestNats(t);
+export async function startStack(t: Test, extraEnv: Record<string, string> = {}, opts: { natsExtra?: string } = {}): Promise<Stack> {
+  const nats = await startTestNats(t, { extra: opts.natsExtra });
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "jetshard-test-"));
   const env: Record<string, string> = {
     JETSHARD_NATS_URL: nats.url,
