@@ -13,7 +13,8 @@ import { decodeResult, throwIfFailed } from "./results.js";
 import { HEADERS, STREAMS, subjects } from "./subjects.js";
 import type { Tensor } from "./tensor.js";
 import { encodeFrame, type JobMeta } from "./wire.js";
-import { connectNats } from "./nats.js";
+import { connectNats, openInfra, type Infra } from "./nats.js";
+import { createJob, getJob, jobIdFromKey, type JobRecord } from "./jobs.js";
 
 export interface InferOptions {
   /** Model version; the latest when omitted. */
@@ -27,6 +28,20 @@ export interface InferOptions {
   /** Job id; also the JetStream dedup id. Generated when omitted. */
   jobId?: string;
   parameters?: Record<string, unknown>;
+  /** "high" jobs are taken before "normal" ones queued for the same model. */
+  priority?: "high" | "normal";
+}
+
+export interface SubmitOptions extends InferOptions {
+  /** Makes a resubmission return the existing job instead of running it twice. */
+  idempotencyKey?: string;
+}
+
+export interface Submitted {
+  id: string;
+  record: JobRecord;
+  /** True when an earlier job with the same idempotency key was returned. */
+  replayed: boolean;
 }
 
 export interface InferResult {
@@ -59,12 +74,19 @@ export class JetshardClient {
   private readonly pending = new Map<string, Pending>();
   private sub: Subscription | null = null;
   private readonly ownsConnection: boolean;
+  private infraP: Promise<Infra> | null;
 
-  constructor(nc: NatsConnection, opts: { ownsConnection?: boolean } = {}) {
+  constructor(nc: NatsConnection, opts: { ownsConnection?: boolean; infra?: Infra } = {}) {
     this.nc = nc;
     this.js = jetstream(nc);
     this.inbox = `_INBOX.jetshard.${nuid.next()}`;
     this.ownsConnection = opts.ownsConnection ?? false;
+    this.infraP = opts.infra ? Promise.resolve(opts.infra) : null;
+  }
+
+  private infra(): Promise<Infra> {
+    this.infraP ??= openInfra(this.nc, { workerTtlMs: 15_000, resultRetentionMs: 3600_000 });
+    return this.infraP;
   }
 
   /** Connects to NATS and returns a client that closes the connection on `close()`. */
@@ -121,13 +143,42 @@ export class JetshardClient {
   }
 
   /**
-   * Publishes a job without waiting for its result; read it later with `result(id)`.
-   * Returns the job id. Throws JobError QUEUE_FULL when the stream refuses it.
+   * Queues an async job, tracked in the `jobs` bucket (status, attempts, timestamps), and returns at once;
+   * read it later with `job(id)` / `result(id)`. With an idempotency key, a resubmission returns the existing job.
+   * Throws JobError QUEUE_FULL (429) when the model's queue is full.
    */
-  async submit(model: string, inputs: Tensor[], opts: InferOptions = {}): Promise<string> {
-    const id = opts.jobId ?? nuid.next();
-    await this.publishJob(model, inputs, { ...opts, jobId: id }, undefined);
-    return id;
+  async submit(model: string, inputs: Tensor[], opts: SubmitOptions = {}): Promise<Submitted> {
+    const infra = await this.infra();
+    const id = opts.jobId ?? (opts.idempotencyKey ? jobIdFromKey(opts.idempotencyKey) : nuid.next());
+    if (opts.idempotencyKey || opts.jobId) {
+      const existing = await getJob(infra, id);
+      if (existing) return { id, record: existing.record, replayed: true };
+    }
+    const queuedAt = Date.now();
+    const seq = await this.publishJob(model, inputs, { ...opts, jobId: id }, undefined, true);
+    const record: JobRecord = {
+      id,
+      model,
+      ...(opts.version !== undefined ? { version: opts.version } : {}),
+      status: "queued",
+      priority: opts.priority ?? "normal",
+      attempts: 0,
+      queuedAt,
+      ...(opts.timeoutMs ? { deadline: queuedAt + opts.timeoutMs } : {}),
+      ...(opts.requestId !== undefined ? { requestId: opts.requestId } : {}),
+      seq,
+    };
+    if ((await createJob(infra, record)) === null) {
+      // a worker already claimed it (or a concurrent resubmission won): report what is stored
+      const stored = await getJob(infra, id);
+      return { id, record: stored?.record ?? record, replayed: Boolean(opts.idempotencyKey) && stored?.record.queuedAt !== queuedAt };
+    }
+    return { id, record, replayed: false };
+  }
+
+  /** The job's record, or null. */
+  async job(id: string): Promise<JobRecord | null> {
+    return (await getJob(await this.infra(), id))?.record ?? null;
   }
 
   /** The stored result of a job, or null when there is none (yet). */
@@ -137,7 +188,7 @@ export class JetshardClient {
     return msg ? resultFromMessage(msg.data) : null;
   }
 
-  private async publishJob(model: string, inputs: Tensor[], opts: InferOptions & { jobId: string }, reply: string | undefined): Promise<void> {
+  private async publishJob(model: string, inputs: Tensor[], opts: InferOptions & { jobId: string }, reply: string | undefined, track = false): Promise<number> {
     const meta: JobMeta = {
       kind: "job",
       id: opts.jobId,
@@ -151,11 +202,15 @@ export class JetshardClient {
     const h = natsHeaders();
     if (reply) h.set(HEADERS.reply, reply);
     if (opts.timeoutMs) h.set(HEADERS.deadline, String(Date.now() + opts.timeoutMs));
+    if (track) h.set(HEADERS.track, "1");
+    if (opts.priority === "high") h.set(HEADERS.priority, "high");
+    const subject = opts.priority === "high" ? subjects.inferHigh(model) : subjects.infer(model);
     try {
-      await this.js.publish(subjects.infer(model), encodeFrame(meta, inputs), { msgID: opts.jobId, headers: h });
+      const ack = await this.js.publish(subject, encodeFrame(meta, inputs), { msgID: opts.jobId, headers: h });
+      return ack.seq;
     } catch (err) {
       const msg = err instanceof Error ? err.message : String(err);
-      if (/maximum (bytes|messages)|resource limits|10077|insufficient resources/i.test(msg)) {
+      if (/maximum (bytes|messages)|per subject|resource limits|10077|insufficient resources/i.test(msg)) {
         throw new JobError("QUEUE_FULL", `queue for model "${model}" is full`, { retryable: true, cause: err });
       }
       if (/max.?payload|payload.*(too large|exceeded)/i.test(msg)) {

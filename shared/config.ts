@@ -24,7 +24,11 @@ const EnvSchema = z.object({
   JETSHARD_HEARTBEAT_MS: int(5_000, 100),
   JETSHARD_WORKER_TTL_MS: int(15_000, 300),
   JETSHARD_ACK_WAIT_MS: int(30_000, 500),
-  JETSHARD_MAX_DELIVER: int(5, 1),
+  JETSHARD_MAX_DELIVER: int(10, 1),
+  JETSHARD_MAX_ATTEMPTS: int(3, 1),
+  JETSHARD_RETRY_BASE_MS: int(1000, 1),
+  JETSHARD_QUEUE_MAX_MSGS: int(100_000, 1),
+  JETSHARD_QUEUE_MAX_MB: int(1024, 1),
   JETSHARD_WORKER_CONCURRENCY: int(4, 1),
   JETSHARD_SERVE: z.string().default(""),
   JETSHARD_CACHE_DIR: z.string().optional(),
@@ -69,7 +73,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     heartbeatMs: e.JETSHARD_HEARTBEAT_MS,
     workerTtlMs: e.JETSHARD_WORKER_TTL_MS,
     ackWaitMs: e.JETSHARD_ACK_WAIT_MS,
-    maxDeliver: e.JETSHARD_MAX_DELIVER,
+    /** Hard cap on deliveries of one job (crash redeliveries included); past it the job is dead-lettered. */
+    maxDeliver: Math.max(e.JETSHARD_MAX_DELIVER, e.JETSHARD_MAX_ATTEMPTS),
+    /** Attempts of a job whose runs fail with a retryable error before it is dead-lettered. */
+    maxAttempts: e.JETSHARD_MAX_ATTEMPTS,
+    /** First retry delay; doubles per attempt, capped at 30 s. */
+    retryBaseMs: e.JETSHARD_RETRY_BASE_MS,
+    /** Queued jobs per model (and per shard) before new ones are refused with 429. */
+    queueMaxMsgs: e.JETSHARD_QUEUE_MAX_MSGS,
+    /** Bytes of all queued jobs before new ones are refused with 429. */
+    queueMaxBytes: e.JETSHARD_QUEUE_MAX_MB * 1024 * 1024,
     workerConcurrency: e.JETSHARD_WORKER_CONCURRENCY,
     /** Models this worker serves; empty = every model in the repository. */
     serve: e.JETSHARD_SERVE.split(",").map((s) => s.trim()).filter(Boolean),

@@ -6,7 +6,9 @@
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import type { JobError } from "./errors.js";
 import type { Infra } from "./nats.js";
-import { subjects } from "./subjects.js";
+import { STREAMS, subjects } from "./subjects.js";
+
+const STREAMS_DLQ = STREAMS.dlq;
 
 export const DLQ_HEADERS = {
   originalSubject: "Jetshard-Original-Subject",
@@ -45,4 +47,85 @@ export async function deadLetter(infra: Infra, d: DeadLetterInput): Promise<void
   h.set(DLQ_HEADERS.jobId, d.jobId);
   h.set(DLQ_HEADERS.failedAt, new Date().toISOString());
   await infra.js.publish(dlqSubjectFor(d.subject), d.data, { msgID: `dlq-${d.jobId}`, headers: h });
+}
+
+export interface DeadLetterEntry {
+  /** The job id. */
+  id: string;
+  /** DLQ stream sequence. */
+  seq: number;
+  subject: string;
+  model: string;
+  code: string;
+  error: string;
+  attempts: number;
+  failedAt: string;
+  bytes: number;
+}
+
+function entryOf(m: { seq: number; header?: MsgHdrs; data: Uint8Array; subject: string }): DeadLetterEntry {
+  const h = m.header;
+  const subject = h?.get(DLQ_HEADERS.originalSubject) || m.subject;
+  return {
+    id: h?.get(DLQ_HEADERS.jobId) || `dlq-${m.seq}`,
+    seq: m.seq,
+    subject,
+    model: subject.split(".")[2] ?? "",
+    code: h?.get(DLQ_HEADERS.errorCode) || "INTERNAL",
+    error: h?.get(DLQ_HEADERS.error) || "",
+    attempts: Number(h?.get(DLQ_HEADERS.attempts) || 0),
+    failedAt: h?.get(DLQ_HEADERS.failedAt) || "",
+    bytes: m.data.byteLength,
+  };
+}
+
+/** Dead letters, newest first (at most `limit`), optionally for one model. */
+export async function listDeadLetters(infra: Infra, opts: { model?: string; limit?: number } = {}): Promise<DeadLetterEntry[]> {
+  const info = await infra.jsm.streams.info(STREAMS_DLQ);
+  const out: DeadLetterEntry[] = [];
+  for (let seq = info.state.last_seq; seq >= info.state.first_seq && seq > 0 && out.length < (opts.limit ?? 1000); seq--) {
+    const m = await infra.jsm.streams.getMessage(STREAMS_DLQ, { seq }).catch(() => null);
+    if (!m) continue;
+    const e = entryOf(m);
+    if (!opts.model || e.model === opts.model) out.push(e);
+  }
+  return out;
+}
+
+async function findDeadLetter(infra: Infra, id: string) {
+  const info = await infra.jsm.streams.info(STREAMS_DLQ);
+  for (let seq = info.state.last_seq; seq >= info.state.first_seq && seq > 0; seq--) {
+    const m = await infra.jsm.streams.getMessage(STREAMS_DLQ, { seq }).catch(() => null);
+    if (m && (m.header?.get(DLQ_HEADERS.jobId) === id || `dlq-${m.seq}` === id)) return m;
+  }
+  return null;
+}
+
+/**
+ * Publishes a dead letter's original job again (same job id, fresh attempts) and removes it from DLQ.
+ * `beforePublish` runs first (to reset the job's record).
+ * Returns the replayed entry, or null when there is no such dead letter.
+ */
+export async function replayDeadLetter(infra: Infra, id: string, beforePublish?: (e: DeadLetterEntry) => Promise<void>): Promise<DeadLetterEntry | null> {
+  const m = await findDeadLetter(infra, id);
+  if (!m) return null;
+  const e = entryOf(m);
+  const h = natsHeaders();
+  const dlqKeys = new Set<string>(Object.values(DLQ_HEADERS));
+  for (const [k, vs] of m.header ?? []) for (const v of vs) if (!dlqKeys.has(k) && k !== "Nats-Msg-Id") h.append(k, v);
+  h.set(DLQ_HEADERS.jobId, e.id);
+  h.delete("Jetshard-Deadline"); // a replay is a fresh run
+  // reset the job's record first: a worker may take the replayed job the moment it is published
+  await beforePublish?.(e);
+  await infra.js.publish(e.subject, m.data, { msgID: `${e.id}:replay:${m.seq}`, headers: h });
+  await infra.jsm.streams.deleteMessage(STREAMS_DLQ, m.seq);
+  return e;
+}
+
+/** Deletes a dead letter; false when there is none. */
+export async function deleteDeadLetter(infra: Infra, id: string): Promise<boolean> {
+  const m = await findDeadLetter(infra, id);
+  if (!m) return false;
+  await infra.jsm.streams.deleteMessage(STREAMS_DLQ, m.seq);
+  return true;
 }

@@ -48,7 +48,9 @@ export interface InfraOptions {
   /** How long results stay readable. */
   resultRetentionMs: number;
   /** Upper bound on queued job bytes (the stream refuses new jobs beyond it). */
-  jobsMaxBytes?: number;
+  queueMaxBytes?: number;
+  /** Upper bound on queued jobs per subject, i.e. per model (shard): new ones are refused beyond it. */
+  queueMaxMsgs?: number;
 }
 
 export interface Infra {
@@ -60,6 +62,8 @@ export interface Infra {
   objects: ObjectStore;
   /** Activations too large for one message (claim checks); entries expire after an hour if never collected. */
   claims: ObjectStore;
+  /** Async job records (status, attempts, timestamps); entries expire after the result retention. */
+  jobs: KV;
 }
 
 async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
@@ -89,8 +93,10 @@ export async function openInfra(nc: NatsConnection, opts: InfraOptions): Promise
     retention: RetentionPolicy.Workqueue,
     storage: StorageType.File,
     discard: DiscardPolicy.New,
-    max_bytes: opts.jobsMaxBytes ?? 1024 * 1024 * 1024,
+    max_bytes: opts.queueMaxBytes ?? 1024 * 1024 * 1024,
     max_msgs: -1,
+    max_msgs_per_subject: opts.queueMaxMsgs ?? 100_000,
+    discard_new_per_subject: true,
     duplicate_window: ms(120_000),
     num_replicas: 1,
   });
@@ -118,10 +124,21 @@ export async function openInfra(nc: NatsConnection, opts: InfraOptions): Promise
   const kvm = new Kvm(nc);
   const workers = await openKv(kvm, BUCKETS.workers, { ttl: opts.workerTtlMs, history: 1 });
   const models = await openKv(kvm, BUCKETS.models, { history: 5 });
+  const jobs = await openKv(kvm, BUCKETS.jobs, { ttl: opts.resultRetentionMs, history: 1 });
   const objm = new Objm(nc);
   const objects = await openObjectStore(objm, BUCKETS.modelObjects, {});
   const claims = await openObjectStore(objm, BUCKETS.claims, { ttl: ms(3600_000) });
-  return { nc, js, jsm, workers, models, objects, claims };
+  // JetStream announces jobs that ran out of deliveries only as core NATS advisories: keep them in a stream
+  // so none is missed while no worker listens.
+  await ensureStream(jsm, {
+    name: STREAMS.advisories,
+    subjects: [`$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${STREAMS.jobs}.>`],
+    retention: RetentionPolicy.Workqueue,
+    storage: StorageType.File,
+    max_age: ms(7 * 24 * 3600_000),
+    num_replicas: 1,
+  });
+  return { nc, js, jsm, workers, models, objects, claims, jobs };
 }
 
 async function openObjectStore(objm: Objm, name: string, opts: { ttl?: number }): Promise<ObjectStore> {

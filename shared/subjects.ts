@@ -10,6 +10,8 @@ export const STREAMS = {
   results: "RESULTS",
   /** Dead letters: jobs that failed terminally, with their error. */
   dlq: "DLQ",
+  /** Max-deliveries advisories for JOBS, captured so every job that ran out of deliveries is dead-lettered. */
+  advisories: "JOBS_ADVISORIES",
 } as const;
 
 export const BUCKETS = {
@@ -30,6 +32,8 @@ export const HEADERS = {
   priority: "Jetshard-Priority",
   modelVersion: "Jetshard-Model-Version",
   jobId: "Jetshard-Job-Id",
+  /** "1" on jobs tracked in the `jobs` bucket (async jobs). */
+  track: "Jetshard-Track",
 } as const;
 
 export const subjects = {
@@ -37,6 +41,8 @@ export const subjects = {
   root: "jetshard",
   /** An inference job for a whole model (shard 0 consumes it). */
   infer: (model: string) => `jetshard.infer.${model}`,
+  /** A high-priority inference job: workers take these before normal ones. */
+  inferHigh: (model: string) => `jetshard.infer.${model}.high`,
   inferAll: "jetshard.infer.>",
   /** Activations entering shard `index >= 1` of a pipelined model. */
   stage: (model: string, index: number) => `jetshard.stage.${model}.${index}`,
@@ -53,6 +59,11 @@ export const subjects = {
 /** Durable consumer shared by every replica serving shard `index` of `model`. */
 export function consumerName(model: string, index = 0): string {
   return `infer_${model}_${index}`;
+}
+
+/** Durable consumer for a model's high-priority jobs. */
+export function highConsumerName(model: string): string {
+  return `infer_${model}_high`;
 }
 
 /** Names usable as a subject token, a KV key and a consumer name. */

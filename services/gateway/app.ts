@@ -17,6 +17,8 @@ import { toV2Json } from "#shared/results.js";
 import { tensorsFromJson, validateInputs, validateOutputs } from "#shared/validate.js";
 import { InferRequestSchema, zodMessage, type ModelRecord, type ModelVersion, type WorkerInfo } from "#shared/wire.js";
 import { experimentRoutes } from "./experiments.js";
+import { jobRoutes } from "./jobs-routes.js";
+import { parseDurationMs } from "#shared/jobs.js";
 import { Metrics } from "./metrics.js";
 
 export const SERVER_VERSION = "0.1.0";
@@ -96,6 +98,7 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
   app.onError((err, c) => {
     if (err instanceof JobError) {
       if (err.status >= 500) log.error({ err, cause: err.cause }, "request failed");
+      if (err.code === "QUEUE_FULL") c.header("Retry-After", "1");
       return c.json({ error: err.message }, err.status as 400);
     }
     if (err instanceof HTTPException) return c.json({ error: err.message || "bad request" }, err.status);
@@ -160,18 +163,25 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
     validateInputs(name, mv.inputs, inputs);
     const outputs = req.outputs?.map((o) => o.name);
     validateOutputs(name, mv.outputs, outputs);
+    const timeoutMs = Math.min(parseDurationMs(req.parameters?.timeout, "parameters.timeout") ?? config.requestTimeoutMs, config.requestTimeoutMs);
+    const priority = req.parameters?.priority;
+    if (priority !== undefined && priority !== "high" && priority !== "normal") throw new JobError("BAD_REQUEST", `parameters.priority: use "high" or "normal"`);
     try {
       const r = await client.infer(name, inputs, {
         version: mv.version,
         outputs,
         requestId: req.id,
         parameters: req.parameters,
-        timeoutMs: config.requestTimeoutMs,
+        timeoutMs,
+        priority,
       });
       return c.json(toV2Json({ kind: "result", id: r.id, model: name, version: r.version, requestId: req.id, ok: true, worker: r.worker, computeMs: r.computeMs }, r.outputs));
     } catch (err) {
       if (err instanceof JobError && err.code === "TIMEOUT" && servingCount(rec, mv) === 0) {
-        throw new JobError("NO_WORKER", `no worker served model "${name}" within ${config.requestTimeoutMs} ms (live workers serving it: 0)`);
+        throw new JobError("NO_WORKER", `no worker served model "${name}" within ${timeoutMs} ms (live workers serving it: 0)`);
+      }
+      if (err instanceof JobError && err.code === "TIMEOUT") {
+        throw new JobError("DEADLINE_EXCEEDED", `model "${name}" did not answer within ${timeoutMs} ms`);
       }
       throw err;
     }
@@ -214,6 +224,8 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
   app.get("/v1/workers", (c) => c.json({ workers: liveWorkers().sort((a, b) => a.id.localeCompare(b.id)) }));
 
   app.route("/v1/experiments", experimentRoutes({ config, log, infra }));
+  app.use("/v1/jobs", jsonLimit);
+  app.route("/v1", jobRoutes({ config, log, infra, client, models }));
 
   app.get("/metrics", (c) => c.text(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4" }));
 

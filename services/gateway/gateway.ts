@@ -34,12 +34,12 @@ export function createGateway({ config, log: rootLog, nc: givenNc }: { config: J
     },
     async start() {
       nc = givenNc ?? (await connectNats(config.natsServers, "jetshard-gateway", log));
-      const infra = await openInfra(nc, { workerTtlMs: config.workerTtlMs, resultRetentionMs: config.resultRetentionMs });
+      const infra = await openInfra(nc, config);
       const models = new KvMirror(infra.models, ModelRecordSchema, log);
       const workers = new KvMirror(infra.workers, WorkerInfoSchema, log);
       await Promise.all([models.start(), workers.start()]);
       mirrors.push(models as KvMirror<unknown>, workers as KvMirror<unknown>);
-      client = new JetshardClient(nc);
+      client = new JetshardClient(nc, { infra });
       const app = createApp({ config, log, infra, client, models, workers });
       await new Promise<void>((resolve, reject) => {
         server = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, (addr: AddressInfo) => {

@@ -29,6 +29,10 @@ export interface Job {
   submittedAt?: number;
   /** Claim-check object to delete once this hop is done. */
   claim?: string;
+  /** Tracked in the `jobs` bucket (async jobs). */
+  track?: boolean;
+  /** The incoming message's Nats-Msg-Id: the dedup key everything this message produces derives from. */
+  msgId?: string;
 }
 
 /** Envelope fields readable even when the body is not: used to report a failure for a malformed job. */

@@ -76,7 +76,8 @@ export function createTrialRunner({ infra, config, log: rootLog, workerId, devic
   let store!: NasStore;
   let consumer!: Consumer;
   let control: Subscription | null = null;
-  let loops: Promise<void>[] = [];
+  /** What each slot is handling now (null while it is idle or pulling). */
+  const handling: Array<Promise<void> | null> = slots.map(() => null);
   let stopping = false;
 
   async function ensureConsumer(): Promise<void> {
@@ -268,7 +269,8 @@ export function createTrialRunner({ infra, config, log: rootLog, workerId, devic
     await fail(m, job, message, { ...result, metrics: {} });
   }
 
-  async function loop(slot: EvaluatorProcess): Promise<void> {
+  /** One slot: pull a trial, run it, repeat. Resolves when the worker stops (an idle pull is not waited for). */
+  async function loop(slot: EvaluatorProcess, index: number): Promise<void> {
     while (!stopping) {
       let m: JsMsg | null;
       try {
@@ -284,10 +286,14 @@ export function createTrialRunner({ infra, config, log: rootLog, workerId, devic
         m.nak();
         break;
       }
-      await handle(m, slot).catch((err) => {
+      const msg = m;
+      const p = handle(msg, slot).catch((err) => {
         log.error({ err }, "trial handling failed; it will be redelivered");
-        m.nak(retryDelayMs(m.info.deliveryCount));
+        msg.nak(retryDelayMs(msg.info.deliveryCount));
       });
+      handling[index] = p;
+      await p;
+      handling[index] = null;
     }
   }
 
@@ -301,14 +307,15 @@ export function createTrialRunner({ infra, config, log: rootLog, workerId, devic
           if (!err) onControl(msg.subject, msg.data);
         },
       });
-      loops = slots.map((s) => loop(s));
+      slots.forEach((s, i) => void loop(s, i));
       log.info({ slots: slots.length, device: deviceName }, "evaluating NAS trials");
     },
     async stop() {
       if (stopping) return;
       stopping = true;
       for (const ac of running.values()) ac.abort({ kind: "drain", reason: "worker stopping" } satisfies AbortReason);
-      await Promise.allSettled(loops);
+      // idle slots may sit in a pull for up to PULL_EXPIRES_MS; a trial they get after this is nak'ed
+      await Promise.allSettled(handling.filter((p) => p !== null));
       control?.unsubscribe();
       for (const s of slots) s.kill();
     },

@@ -1,22 +1,26 @@
-/** A counting semaphore: bounds how many jobs a worker runs at once. */
+/**
+ * A counting semaphore that bounds how many jobs a worker runs at once. High-priority waiters are served
+ * before normal ones, which is how queued high-priority jobs overtake normal ones.
+ */
 export class Semaphore {
   private free: number;
-  private readonly waiters: Array<() => void> = [];
+  private readonly high: Array<() => void> = [];
+  private readonly normal: Array<() => void> = [];
 
   constructor(readonly size: number) {
     this.free = size;
   }
 
-  async acquire(): Promise<void> {
-    if (this.free > 0) {
+  async acquire(priority: "high" | "normal" = "normal"): Promise<void> {
+    if (this.free > 0 && (priority === "high" || this.high.length === 0)) {
       this.free--;
       return;
     }
-    await new Promise<void>((r) => this.waiters.push(r));
+    await new Promise<void>((r) => (priority === "high" ? this.high : this.normal).push(r));
   }
 
   release(): void {
-    const next = this.waiters.shift();
+    const next = this.high.shift() ?? this.normal.shift();
     if (next) next();
     else this.free++;
   }

@@ -16,7 +16,9 @@ import type { Logger } from "#shared/log.js";
 import { pickVersion } from "#shared/model-repo.js";
 import { connectNats, openInfra, type Infra } from "#shared/nats.js";
 import { encodeResult } from "#shared/results.js";
-import { HEADERS, STREAMS, consumerName, subjects } from "#shared/subjects.js";
+import { HEADERS, STREAMS, consumerName, highConsumerName, subjects } from "#shared/subjects.js";
+import { deadLetter } from "#shared/dlq.js";
+import { TERMINAL, updateJob, type JobRecord } from "#shared/jobs.js";
 import { datatypeFromOrt, ortType, type Tensor, type TypedArray } from "#shared/tensor.js";
 import { validateInputs, validateOutputs } from "#shared/validate.js";
 import { ModelRecordSchema, WorkerInfoSchema, encodeFrame, type ModelRecord, type ResultMeta, type StageMeta, type WorkerInfo } from "#shared/wire.js";
@@ -24,6 +26,7 @@ import { detectDevice, executionProviders, type DeviceInfo } from "./device.js";
 import { jobEnvelope, parseJob, parseStage, type Job } from "./job.js";
 import { allShards, pickShards, serveFilter, shardKey } from "./placement.js";
 import { createTrialRunner, type TrialRunner } from "./nas-runner.js";
+import { createAdvisoryProcessor, type AdvisoryProcessor } from "./advisories.js";
 import { Semaphore } from "./semaphore.js";
 import { SessionCache } from "./session-cache.js";
 
@@ -45,8 +48,8 @@ export interface Worker {
 }
 
 const ns = (ms: number) => ms * 1_000_000;
-/** Backoff before a retryable failure is redelivered: 1 s, 2 s, 4 s … capped at 30 s. */
-export const retryDelayMs = (attempt: number) => Math.min(1000 * 2 ** Math.max(0, attempt - 1), 30_000);
+/** Backoff before a retryable failure is redelivered: base, 2×base, 4×base … capped at 30 s. */
+export const retryDelayMs = (attempt: number, baseMs = 1000) => Math.min(baseMs * 2 ** Math.max(0, attempt - 1), 30_000);
 
 function sanitizeKey(s: string): string {
   return s.replace(/[^A-Za-z0-9_-]/g, "-").slice(0, 40) || "host";
@@ -57,7 +60,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
   const log = rootLog.child({ component: "worker", worker: id });
   const slots = new Semaphore(config.workerConcurrency);
   /** Consume loops by shard key "model:index". */
-  const loops = new Map<string, { model: string; index: number; msgs: ConsumerMessages; done: Promise<void> }>();
+  const loops = new Map<string, { model: string; index: number; msgs: ConsumerMessages[] }>();
   const filter = serveFilter(config.serve);
   const inflight = new Set<Promise<void>>();
   let infra!: Infra;
@@ -68,6 +71,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
   let device!: DeviceInfo;
   let heartbeat: NodeJS.Timeout | null = null;
   let trials: TrialRunner | null = null;
+  let advisories: AdvisoryProcessor | null = null;
   let stopping = false;
   let processed = 0;
   let failed = 0;
@@ -104,8 +108,8 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     }
   }
 
-  async function ensureConsumer(model: string, index: number): Promise<string> {
-    const name = consumerName(model, index);
+  async function ensureConsumer(model: string, index: number, high = false): Promise<string> {
+    const name = high ? highConsumerName(model) : consumerName(model, index);
     try {
       await infra.jsm.consumers.info(STREAMS.jobs, name);
       return name;
@@ -115,7 +119,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     try {
       await infra.jsm.consumers.add(STREAMS.jobs, {
         durable_name: name,
-        filter_subject: index === 0 ? subjects.infer(model) : subjects.stage(model, index),
+        filter_subject: high ? subjects.inferHigh(model) : index === 0 ? subjects.infer(model) : subjects.stage(model, index),
         ack_policy: AckPolicy.Explicit,
         deliver_policy: DeliverPolicy.All,
         ack_wait: ns(config.ackWaitMs),
@@ -133,24 +137,29 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
   async function startServing(model: string, index: number): Promise<void> {
     const key = shardKey(model, index);
     if (loops.has(key) || stopping) return;
-    const consumer = await infra.js.consumers.get(STREAMS.jobs, await ensureConsumer(model, index));
-    const msgs = await consumer.consume({ max_messages: config.workerConcurrency, expires: 5_000 });
-    const done = (async () => {
-      for await (const m of msgs) {
-        if (stopping || !loops.has(key)) {
-          // pulled but not started: hand it straight back instead of waiting out the ack timeout
-          m.nak();
-          continue;
+    const entry = { model, index, msgs: [] as ConsumerMessages[] };
+    loops.set(key, entry);
+    // shard 0 has a second consumer for high-priority jobs; slots go to its messages first
+    for (const high of index === 0 ? [true, false] : [false]) {
+      const consumer = await infra.js.consumers.get(STREAMS.jobs, await ensureConsumer(model, index, high));
+      const msgs = await consumer.consume({ max_messages: config.workerConcurrency, expires: 5_000 });
+      entry.msgs.push(msgs);
+      void (async () => {
+        for await (const m of msgs) {
+          if (stopping || loops.get(key) !== entry) {
+            // pulled but not started: hand it straight back instead of waiting out the ack timeout
+            m.nak();
+            continue;
+          }
+          await slots.acquire(high ? "high" : "normal");
+          const p = handle(m, model, index).finally(() => {
+            slots.release();
+            inflight.delete(p);
+          });
+          inflight.add(p);
         }
-        await slots.acquire();
-        const p = handle(m, model, index).finally(() => {
-          slots.release();
-          inflight.delete(p);
-        });
-        inflight.add(p);
-      }
-    })().catch((err) => log.error({ err, model, shard: index }, "consume loop ended"));
-    loops.set(key, { model, index, msgs, done });
+      })().catch((err) => log.error({ err, model, shard: index }, "consume loop ended"));
+    }
     log.info({ model, shard: index }, "serving shard");
   }
 
@@ -158,7 +167,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     const l = loops.get(key);
     if (!l) return;
     loops.delete(key);
-    await l.msgs.close().catch(() => undefined);
+    await Promise.all(l.msgs.map((m) => m.close().catch(() => undefined)));
     log.info({ model: l.model, shard: l.index }, "stopped serving shard");
   }
 
@@ -199,7 +208,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
   }
 
   /** Runs one shard of a job; returns every output the shard produces (or the requested ones, on the last). */
-  async function runShard(job: Job, rec: ModelRecord, m: JsMsg): Promise<{ outputs: Tensor[]; version: number; computeMs: number; last: boolean }> {
+  async function runShard(job: Job, rec: ModelRecord): Promise<{ outputs: Tensor[]; version: number; computeMs: number; last: boolean }> {
     const mv = pickVersion(rec, job.version);
     const shard = mv.shards[job.stage];
     if (!shard) throw new JobError("BAD_REQUEST", `model "${job.model}" version ${mv.version} has no shard ${job.stage}`);
@@ -216,8 +225,6 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       feeds[spec.name] = new ort.Tensor(ortType(t.datatype) as ort.Tensor.Type, t.data as never, t.shape);
     }
     const names = last ? (job.outputs?.length ? job.outputs : mv.outputs.map((o) => o.name)) : shard.outputs.map((o) => o.name);
-    // Keep the lease while ORT works, so a long run is not redelivered to another worker.
-    const keepAlive = setInterval(() => m.working(), Math.max(250, config.ackWaitMs / 3));
     try {
       const t0 = performance.now();
       const out = await cache.use(shard, (session) => session.run(feeds, names));
@@ -233,8 +240,6 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       return { outputs, version: mv.version, computeMs, last };
     } catch (err) {
       throw toJobError(err, "INFERENCE_FAILED");
-    } finally {
-      clearInterval(keepAlive);
     }
   }
 
@@ -264,24 +269,72 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     h.set(HEADERS.jobId, job.id);
     if (job.reply) h.set(HEADERS.reply, job.reply);
     if (job.deadline !== undefined) h.set(HEADERS.deadline, String(job.deadline));
-    await infra.js.publish(subjects.stage(job.model, next), body, { msgID: `${job.id}:${next}`, headers: h });
+    if (job.track) h.set(HEADERS.track, "1");
+    // dedup key derived from the incoming message's: a redelivered hop republishes the same id, a replay a new one
+    await infra.js.publish(subjects.stage(job.model, next), body, { msgID: `${job.msgId}>${next}`, headers: h });
+  }
+
+  /**
+   * Marks a tracked job running (attempt = this delivery). Returns false when it must not run: cancelled, or
+   * already finished by an earlier delivery.
+   */
+  async function claim(job: Job, attempt: number): Promise<boolean> {
+    let skip = false;
+    await updateJob(infra, job.id, (r) => {
+      if (r && TERMINAL.has(r.status)) {
+        skip = true;
+        return null;
+      }
+      skip = false;
+      const base: JobRecord = r ?? { id: job.id, model: job.model, status: "queued", priority: "normal", attempts: 0, queuedAt: job.submittedAt ?? Date.now() };
+      return { ...base, status: "running", attempts: attempt, startedAt: Date.now(), worker: id };
+    });
+    return !skip;
+  }
+
+  /** Records the terminal state of a tracked job unless it is already terminal (cancelled meanwhile, or a duplicate). */
+  async function finish(job: Pick<Job, "id" | "model">, patch: Partial<JobRecord> & { status: JobRecord["status"] }): Promise<void> {
+    await updateJob(infra, job.id, (r) => {
+      if (r && TERMINAL.has(r.status)) return null;
+      const base: JobRecord = r ?? { id: job.id, model: job.model, status: "queued", priority: "normal", attempts: 0, queuedAt: Date.now() };
+      return { ...base, ...patch, finishedAt: Date.now(), worker: id };
+    });
   }
 
   async function handle(m: JsMsg, model: string, index: number): Promise<void> {
+    // Keep the lease for as long as this message is ours (loading a model, running it, storing the result),
+    // so slow work is not redelivered to another worker.
+    const keepAlive = setInterval(() => m.working(), Math.max(100, config.ackWaitMs / 3));
+    try {
+      await handleMessage(m, model, index);
+    } finally {
+      clearInterval(keepAlive);
+    }
+  }
+
+  async function handleMessage(m: JsMsg, model: string, index: number): Promise<void> {
     const env = jobEnvelope(m, model);
     const attempt = m.info.deliveryCount;
+    const track = m.headers?.get(HEADERS.track) === "1";
     const jlog = log.child({ jobId: env.id, model, shard: index, attempt });
     let meta: ResultMeta;
     let outputs: Tensor[] = [];
     let job: Job | undefined;
     try {
       job = index === 0 ? parseJob(m, model) : await parseStage(m, model, index, infra);
+      job.track = track;
+      job.msgId = m.headers?.get(HEADERS.msgId) || job.id;
+      if (track && index === 0 && !(await claim(job, attempt))) {
+        jlog.info("job already finished or cancelled; skipping");
+        m.ack();
+        return;
+      }
       if (job.deadline !== undefined && Date.now() > job.deadline) {
         throw new JobError("DEADLINE_EXCEEDED", `job ${job.id} passed its deadline before it could run`);
       }
       const rec = models.get(model);
       if (!rec) throw new JobError("MODEL_NOT_FOUND", `model "${model}" is not in the repository`);
-      const r = await runShard(job, rec, m);
+      const r = await runShard(job, rec);
       if (!r.last) {
         await forward(job, r.version, r.outputs);
         m.ack();
@@ -292,27 +345,41 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       meta = { kind: "result", id: job.id, model, version: r.version, requestId: job.requestId, ok: true, worker: id, attempt, computeMs: Math.round(r.computeMs * 1000) / 1000 };
       processed++;
     } catch (err) {
-      const je = toJobError(err, "INFERENCE_FAILED");
-      if (je.retryable && attempt < config.maxDeliver && !stopping) {
+      let je = toJobError(err, "INFERENCE_FAILED");
+      if (je.retryable && attempt < config.maxAttempts && !stopping) {
         jlog.warn({ err: je }, "retryable failure; will be redelivered");
-        m.nak(retryDelayMs(attempt));
+        m.nak(retryDelayMs(attempt, config.retryBaseMs));
         return;
       }
+      if (je.retryable) je = new JobError(je.code, `failed after ${attempt} attempts: ${je.message}`, { cause: je });
       if (je.status >= 500) jlog.error({ err: je }, "job failed");
       else jlog.info({ code: je.code, reason: je.message }, "job rejected");
       failed++;
       meta = { kind: "result", id: job?.id ?? env.id, model, version: job?.version, requestId: job?.requestId, ok: false, error: je.toJSON(), worker: id, attempt };
+      if (je.code !== "DEADLINE_EXCEEDED") {
+        try {
+          // copy first: once acked, a work-queue stream deletes the job
+          await deadLetter(infra, { jobId: meta.id, subject: m.subject, data: m.data, headers: m.headers, error: je, attempts: attempt });
+        } catch (dlqErr) {
+          jlog.warn({ err: dlqErr }, "could not dead-letter; job will be redelivered");
+          m.nak(retryDelayMs(attempt, config.retryBaseMs));
+          return;
+        }
+      }
     }
     const body = encodeResult(job?.format ?? env.format, meta, outputs);
     try {
       if (env.reply) nc.publish(env.reply, body);
-      await infra.js.publish(subjects.result(meta.id), body, { msgID: `result-${meta.id}` });
+      await infra.js.publish(subjects.result(meta.id), body, { msgID: `result-${m.headers?.get(HEADERS.msgId) ?? meta.id}` });
+      if (track) {
+        await finish({ id: meta.id, model }, meta.ok ? { status: "succeeded", ...(meta.version ? { version: meta.version } : {}) } : { status: "failed", error: meta.error });
+      }
       m.ack();
       await collect(job?.claim);
     } catch (err) {
       // The result is not durable: let JetStream redeliver the job rather than lose it.
       jlog.warn({ err }, "could not store result; job will be redelivered");
-      m.nak(retryDelayMs(attempt));
+      m.nak(retryDelayMs(attempt, config.retryBaseMs));
     }
   }
 
@@ -326,7 +393,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     info,
     async start() {
       nc = givenNc ?? (await connectNats(config.natsServers, `jetshard-worker-${id}`, log));
-      infra = await openInfra(nc, { workerTtlMs: config.workerTtlMs, resultRetentionMs: config.resultRetentionMs });
+      infra = await openInfra(nc, config);
       device = await detectDevice(config.device, log);
       log.info({ device }, `device: ${device.note}`);
       const sessionOptions: ort.InferenceSession.SessionOptions = {
@@ -353,6 +420,8 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
         }
       });
       await reconcile();
+      advisories = createAdvisoryProcessor({ infra, log, workerId: id });
+      await advisories.start();
       if (config.nasEnabled || config.nasOnly) {
         trials = createTrialRunner({ infra, config, log, workerId: id, device });
         await trials.start();
@@ -371,6 +440,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       await reconciling;
       await Promise.all([...loops.keys()].map((k) => stopServing(k)));
       await trials?.stop();
+      await advisories?.stop();
       await Promise.allSettled([...inflight]);
       await infra?.workers.delete(id).catch(() => undefined);
       await cache?.close();

@@ -208,7 +208,8 @@ export function producedMetrics(e: EvaluatorSpec): string[] | null {
  * Validates and normalizes an experiment spec.
  * Beyond the field checks: the search space must be valid NNI and fit the family (required for every
  * family but `cell`); `custom` needs a module evaluator; with built-in evaluators, `objective.metric` and
- * constraint metrics must be among those they report (`naswot`, `latency_ms`, `params`, `flops`).
+ * constraint metrics must be among those they report (`naswot`, `latency_ms`, `params`, `flops`); an mlp
+ * scored by `naswot` may only use the `relu` activation (NASWOT reads ReLU codes).
  * @throws NasSpecError naming the field, e.g. `maxTrials: must be >= 1`, `family: unknown family "x" (...)`,
  *   `strategy: unknown strategy "y" (...)`, `evaluator.metrics[1]: unknown evaluator "z" (...)`.
  */
@@ -231,6 +232,11 @@ export function parseExperimentSpec(x: unknown): ExperimentSpec {
   }
 
   const evaluator = raw.evaluator;
+  const activation = searchSpace.activation;
+  if (family === "mlp" && !isModuleEvaluator(evaluator) && evaluator.metrics.includes("naswot") && activation?._type === "choice") {
+    const i = activation._value.findIndex((v) => v !== "relu");
+    if (i >= 0) throw new NasSpecError(`searchSpace.activation._value[${i}]`, `naswot reads ReLU activation codes, so an mlp scored by naswot must use "relu" (got ${JSON.stringify(activation._value[i])})`);
+  }
   if (family === "custom" && !isModuleEvaluator(evaluator)) throw new NasSpecError("evaluator", 'family "custom" needs a module evaluator ({"module": "path.js"})');
   const produced = producedMetrics(evaluator);
   if (produced) {

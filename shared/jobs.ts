@@ -1,0 +1,132 @@
+/**
+ * Async job records in the `jobs` KV bucket: queued → running → succeeded | failed | cancelled.
+ * Every transition is a compare-and-set on the entry's revision, so exactly one terminal state wins even when a
+ * job runs twice (a redelivery racing a slow worker) or is cancelled while running.
+ */
+import { createHash } from "node:crypto";
+import { z } from "zod";
+import { JobError } from "./errors.js";
+import type { Infra } from "./nats.js";
+
+export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+export const TERMINAL: ReadonlySet<JobStatus> = new Set(["succeeded", "failed", "cancelled"]);
+
+export const JobRecordSchema = z.object({
+  id: z.string(),
+  model: z.string(),
+  version: z.number().int().optional(),
+  status: z.enum(JOB_STATUSES),
+  priority: z.enum(["high", "normal"]).default("normal"),
+  /** Deliveries that started running. */
+  attempts: z.number().int().default(0),
+  /** Epoch ms. */
+  queuedAt: z.number(),
+  startedAt: z.number().optional(),
+  finishedAt: z.number().optional(),
+  /** Epoch ms after which the job is not run. */
+  deadline: z.number().optional(),
+  error: z.object({ code: z.string(), message: z.string() }).optional(),
+  worker: z.string().optional(),
+  requestId: z.string().optional(),
+  /** JOBS stream sequence, to delete a queued job on cancel. */
+  seq: z.number().int().optional(),
+});
+export type JobRecord = z.infer<typeof JobRecordSchema>;
+
+/** A job id from an idempotency key: the key itself when it is token-safe, else a hash of it. */
+export function jobIdFromKey(key: string): string {
+  if (/^[A-Za-z0-9_-]{1,64}$/.test(key)) return key;
+  return "k" + createHash("sha256").update(key).digest("base64url").slice(0, 32);
+}
+
+export interface JobEntry {
+  record: JobRecord;
+  revision: number;
+}
+
+export async function getJob(infra: Infra, id: string): Promise<JobEntry | null> {
+  if (!/^[A-Za-z0-9_-]{1,80}$/.test(id)) return null;
+  const e = await infra.jobs.get(id);
+  if (!e || e.operation !== "PUT" || e.value.length === 0) return null;
+  return { record: JobRecordSchema.parse(e.json()), revision: e.revision };
+}
+
+/** Creates the record; returns null when a job with this id already exists. */
+export async function createJob(infra: Infra, rec: JobRecord): Promise<number | null> {
+  try {
+    return await infra.jobs.create(rec.id, JSON.stringify(rec));
+  } catch (err) {
+    if (await getJob(infra, rec.id)) return null;
+    throw err;
+  }
+}
+
+/**
+ * Applies `change` to the current record with compare-and-set, retrying on concurrent writes.
+ * `change` returns the new record, or null to leave it as it is. Returns the stored entry (or the unchanged one).
+ */
+export async function updateJob(infra: Infra, id: string, change: (r: JobRecord | null) => JobRecord | null): Promise<JobEntry | null> {
+  for (let i = 0; i < 20; i++) {
+    const cur = await getJob(infra, id);
+    const next = change(cur?.record ?? null);
+    if (!next) return cur;
+    try {
+      const revision = cur ? await infra.jobs.update(id, JSON.stringify(next), cur.revision) : await infra.jobs.create(id, JSON.stringify(next));
+      return { record: next, revision };
+    } catch {
+      // someone else wrote in between: read again
+    }
+  }
+  throw new JobError("CONFLICT", `job ${id}: too many concurrent updates`, { retryable: true });
+}
+
+/** Lists job records, newest first, optionally filtered. Reads at most `scan` entries. */
+export async function listJobs(infra: Infra, opts: { status?: JobStatus; model?: string; limit?: number; scan?: number } = {}): Promise<JobRecord[]> {
+  const out: JobRecord[] = [];
+  let seen = 0;
+  for await (const k of await infra.jobs.keys()) {
+    if (++seen > (opts.scan ?? 10_000)) break;
+    const e = await getJob(infra, k);
+    if (!e) continue;
+    if (opts.status && e.record.status !== opts.status) continue;
+    if (opts.model && e.record.model !== opts.model) continue;
+    out.push(e.record);
+  }
+  out.sort((a, b) => b.queuedAt - a.queuedAt);
+  return out.slice(0, opts.limit ?? 100);
+}
+
+/** Waits until the job is terminal or `timeoutMs` passes; returns the latest record. */
+export async function waitJob(infra: Infra, id: string, timeoutMs: number): Promise<JobRecord | null> {
+  const first = await getJob(infra, id);
+  if (!first || TERMINAL.has(first.record.status) || timeoutMs <= 0) return first?.record ?? null;
+  const iter = await infra.jobs.watch({ key: id });
+  const timer = setTimeout(() => iter.stop(), timeoutMs);
+  let last: JobRecord = first.record;
+  try {
+    for await (const e of iter) {
+      if (e.operation !== "PUT" || e.value.length === 0) continue;
+      last = JobRecordSchema.parse(e.json());
+      if (TERMINAL.has(last.status)) break;
+    }
+  } finally {
+    clearTimeout(timer);
+    iter.stop();
+  }
+  return last;
+}
+
+/** Parses a timeout given as ms (number) or a duration string: "500ms", "10s", "2m". Throws a 400 naming `field`. */
+export function parseDurationMs(v: unknown, field: string): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === "number" && Number.isFinite(v) && v > 0) return Math.round(v);
+  if (typeof v === "string") {
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(v.trim());
+    if (m) {
+      const n = Number(m[1]) * (m[2] === "m" ? 60_000 : m[2] === "s" ? 1000 : 1);
+      if (n > 0) return Math.round(n);
+    }
+  }
+  throw new JobError("BAD_REQUEST", `${field}: ${JSON.stringify(v)} is not a duration (ms as a number, or "500ms", "10s", "2m")`);
+}
