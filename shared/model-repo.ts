@@ -195,7 +195,9 @@ export async function deleteModel(infra: Infra, name: string): Promise<boolean> 
 
 /** Fetches a shard's bytes from the object store and checks its SHA-256. Throws MODEL_UNAVAILABLE (retryable). */
 export async function fetchShard(infra: Infra, shard: ShardInfo): Promise<Uint8Array> {
-  const bytes = await infra.objects.getBlob(shard.object);
+  const bytes = await infra.objects.getBlob(shard.object).catch((err) => {
+    throw new JobError("NATS_UNAVAILABLE", `could not fetch ${shard.object}: ${(err as Error).message}`, { retryable: true, cause: err });
+  });
   if (!bytes) throw new JobError("MODEL_UNAVAILABLE", `shard object ${shard.object} is missing from the object store`, { retryable: true });
   const digest = sha256Hex(bytes);
   if (digest !== shard.digest) {

@@ -97,7 +97,9 @@ export async function parseStage(m: JsMsg, model: string, stage: number, infra: 
   const s = parsed.data;
   if (s.model !== model || s.stage !== stage) throw new JobError("BAD_REQUEST", `stage frame for ${s.model}:${s.stage} arrived at ${model}:${stage}`);
   if (s.claim) {
-    const bytes = await infra.claims.getBlob(s.claim);
+    const bytes = await infra.claims.getBlob(s.claim).catch((err) => {
+      throw new JobError("NATS_UNAVAILABLE", `could not fetch activations ${s.claim}: ${(err as Error).message}`, { retryable: true, cause: err });
+    });
     if (!bytes) throw new JobError("INTERNAL", `activations ${s.claim} are missing from the claims store`, { retryable: true });
     ({ tensors } = decodeFrame(bytes));
   }

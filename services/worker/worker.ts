@@ -324,7 +324,8 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       job = index === 0 ? parseJob(m, model) : await parseStage(m, model, index, infra);
       job.track = track;
       job.msgId = m.headers?.get(HEADERS.msgId) || job.id;
-      if (track && index === 0 && !(await claim(job, attempt))) {
+      const claimed = track && index === 0 ? await transient(() => claim(job!, attempt), "recording the job as running") : true;
+      if (!claimed) {
         jlog.info("job already finished or cancelled; skipping");
         m.ack();
         return;
@@ -336,7 +337,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       if (!rec) throw new JobError("MODEL_NOT_FOUND", `model "${model}" is not in the repository`);
       const r = await runShard(job, rec);
       if (!r.last) {
-        await forward(job, r.version, r.outputs);
+        await transient(() => forward(job!, r.version, r.outputs), "publishing to the next shard");
         m.ack();
         await collect(job.claim);
         return;
@@ -346,6 +347,12 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       processed++;
     } catch (err) {
       let je = toJobError(err, "INFERENCE_FAILED");
+      // NATS trouble is not the job's fault: retry up to the delivery cap without spending its attempts
+      if (je.code === "NATS_UNAVAILABLE" && attempt < config.maxDeliver && !stopping) {
+        jlog.warn({ err: je }, "NATS unavailable; job will be redelivered");
+        m.nak(retryDelayMs(1, config.retryBaseMs));
+        return;
+      }
       if (je.retryable && attempt < config.maxAttempts && !stopping) {
         jlog.warn({ err: je }, "retryable failure; will be redelivered");
         m.nak(retryDelayMs(attempt, config.retryBaseMs));
@@ -380,6 +387,16 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       // The result is not durable: let JetStream redeliver the job rather than lose it.
       jlog.warn({ err }, "could not store result; job will be redelivered");
       m.nak(retryDelayMs(attempt, config.retryBaseMs));
+    }
+  }
+
+  /** Runs a NATS operation, turning its failure into a retryable NATS_UNAVAILABLE. */
+  async function transient<T>(fn: () => Promise<T>, what: string): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof JobError && err.code !== "CONFLICT") throw err;
+      throw new JobError("NATS_UNAVAILABLE", `${what} failed: ${(err as Error).message}`, { retryable: true, cause: err });
     }
   }
 
