@@ -29,7 +29,8 @@ const EnvSchema = z.object({
   JETSHARD_RETRY_BASE_MS: int(1000, 1),
   JETSHARD_QUEUE_MAX_MSGS: int(100_000, 1),
   JETSHARD_QUEUE_MAX_MB: int(1024, 1),
-  JETSHARD_WORKER_CONCURRENCY: int(4, 1),
+  JETSHARD_WORKER_CONCURRENCY: int(2, 1),
+  JETSHARD_MAX_INFLIGHT_PER_RUN: int(32, 1),
   JETSHARD_SERVE: z.string().default(""),
   JETSHARD_CACHE_DIR: z.string().optional(),
   JETSHARD_MODEL_CACHE_MAX: int(8, 1),
@@ -83,7 +84,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     queueMaxMsgs: e.JETSHARD_QUEUE_MAX_MSGS,
     /** Bytes of all queued jobs before new ones are refused with 429. */
     queueMaxBytes: e.JETSHARD_QUEUE_MAX_MB * 1024 * 1024,
+    /** ONNX Runtime runs one worker makes at once (a batch counts once). */
     workerConcurrency: e.JETSHARD_WORKER_CONCURRENCY,
+    /** Messages a worker holds per run slot, waiting to join a batch. */
+    maxInflightPerRun: e.JETSHARD_MAX_INFLIGHT_PER_RUN,
     /** Models this worker serves; empty = every model in the repository. */
     serve: e.JETSHARD_SERVE.split(",").map((s) => s.trim()).filter(Boolean),
     cacheDir: e.JETSHARD_CACHE_DIR ?? `${e.JETSHARD_DATA_DIR}/model-cache`,

@@ -10,7 +10,29 @@ import { partition, PartitionError } from "./onnx/partition.js";
 import { JobError } from "./errors.js";
 import { NAME_PATTERN, STREAMS, consumerName, subjects } from "./subjects.js";
 import { datatypeFromOrt } from "./tensor.js";
-import { ModelRecordSchema, type ModelRecord, type ModelVersion, type ShardInfo, type TensorSpec } from "./wire.js";
+import { ModelRecordSchema, type Batching, type ModelRecord, type ModelVersion, type ShardInfo, type TensorSpec } from "./wire.js";
+
+/** Batching when the upload says nothing: on (32 rows, no added delay) when every input's first dim is dynamic. */
+export const DEFAULT_BATCHING: Batching = { maxBatchSize: 32, preferredBatchSizes: [], maxQueueDelayUs: 0 };
+
+/**
+ * The batching a version gets: the requested settings over the defaults; off when the model cannot batch.
+ * Throws a 400 naming the setting when batching is asked for a model whose first dimension is fixed.
+ */
+export function resolveBatching(inputs: readonly TensorSpec[], asked: Partial<Batching> | undefined): Batching {
+  const batchable = inputs.length > 0 && inputs.every((i) => i.shape.length > 0 && i.shape[0] === -1);
+  if (!batchable) {
+    if (asked?.maxBatchSize !== undefined && asked.maxBatchSize > 1) {
+      const fixed = inputs.find((i) => !(i.shape.length > 0 && i.shape[0] === -1));
+      throw new JobError("BAD_REQUEST", `maxBatchSize: input "${fixed?.name}" has shape [${fixed?.shape.join(",")}]; batching needs a dynamic first dimension`);
+    }
+    return { maxBatchSize: 1, preferredBatchSizes: [], maxQueueDelayUs: 0 };
+  }
+  const b: Batching = { ...DEFAULT_BATCHING, ...Object.fromEntries(Object.entries(asked ?? {}).filter(([, v]) => v !== undefined)) };
+  const tooBig = b.preferredBatchSizes.find((p) => p > b.maxBatchSize);
+  if (tooBig !== undefined) throw new JobError("BAD_REQUEST", `preferredBatchSizes: ${tooBig} is larger than maxBatchSize ${b.maxBatchSize}`);
+  return b;
+}
 
 export function sha256Hex(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
@@ -130,10 +152,11 @@ export async function addModel(
   infra: Infra,
   name: string,
   bytes: Uint8Array,
-  opts: ShardOptions & { note?: string } = {},
+  opts: ShardOptions & { note?: string; batching?: Partial<Batching> } = {},
 ): Promise<ModelVersion> {
   checkModelName(name);
   const io = await inspectModel(bytes);
+  const batching = resolveBatching(io.inputs, opts.batching);
   let stages: StagePlan[] = [{ bytes, inputs: io.inputs, outputs: io.outputs }];
   let note: string | undefined = opts.note;
   if ((opts.shards !== undefined && opts.shards !== 1) || opts.maxShardBytes !== undefined) {
@@ -161,6 +184,7 @@ export async function addModel(
       outputs: io.outputs,
       shards,
       ...(note ? { note } : {}),
+      batching,
     };
     const rec: ModelRecord = { name, latest: version, versions: [...(prev?.versions ?? []), mv] };
     try {

@@ -14,13 +14,13 @@ export interface DecodedResult {
 }
 
 /** The v2 JSON body for a successful result. */
-export function toV2Json(meta: ResultMeta, outputs: readonly Tensor[]): InferResponseJson {
+export function toV2Json(meta: ResultMeta, outputs: readonly Tensor[], skipData?: (name: string) => boolean): InferResponseJson {
   return {
     model_name: meta.model,
     model_version: String(meta.version ?? ""),
     ...(meta.requestId !== undefined ? { id: meta.requestId } : {}),
     parameters: { job_id: meta.id, ...(meta.worker ? { worker: meta.worker } : {}), ...(meta.computeMs !== undefined ? { compute_ms: meta.computeMs } : {}) },
-    outputs: outputs.map((t) => ({ name: t.name, datatype: t.datatype, shape: t.shape, data: typedArrayToJson(t.datatype, t.data) })),
+    outputs: outputs.map((t) => (skipData?.(t.name) ? { name: t.name, datatype: t.datatype, shape: t.shape } : { name: t.name, datatype: t.datatype, shape: t.shape, data: typedArrayToJson(t.datatype, t.data) })),
   };
 }
 

@@ -66,6 +66,14 @@ export const ShardInfoSchema = z.object({
 });
 export type ShardInfo = z.infer<typeof ShardInfoSchema>;
 
+/** Dynamic batching of a model version (Triton semantics); maxBatchSize 1 = off. */
+export const BatchingSchema = z.object({
+  maxBatchSize: z.number().int().min(1).max(4096),
+  preferredBatchSizes: z.array(z.number().int().min(1)).default([]),
+  maxQueueDelayUs: z.number().int().min(0).max(10_000_000).default(0),
+});
+export type Batching = z.infer<typeof BatchingSchema>;
+
 export const ModelVersionSchema = z.object({
   version: z.number().int().min(1),
   createdAt: z.string(),
@@ -76,6 +84,7 @@ export const ModelVersionSchema = z.object({
   outputs: z.array(TensorSpecSchema),
   shards: z.array(ShardInfoSchema).min(1),
   note: z.string().optional(),
+  batching: BatchingSchema.optional(),
 });
 export type ModelVersion = z.infer<typeof ModelVersionSchema>;
 

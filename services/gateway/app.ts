@@ -16,6 +16,7 @@ import type { Infra } from "#shared/nats.js";
 import { toV2Json } from "#shared/results.js";
 import { tensorsFromJson, validateInputs, validateOutputs } from "#shared/validate.js";
 import { InferRequestSchema, zodMessage, type ModelRecord, type ModelVersion, type WorkerInfo } from "#shared/wire.js";
+import { HEADER_LENGTH, binaryOutputs, encodeBinaryResponse, splitBinaryBody, tensorsFromBinaryRequest } from "#shared/binary.js";
 import { experimentRoutes } from "./experiments.js";
 import { jobRoutes } from "./jobs-routes.js";
 import { parseDurationMs } from "#shared/jobs.js";
@@ -32,14 +33,54 @@ export interface AppDeps {
   workers: KvMirror<WorkerInfo>;
 }
 
+const intList = z
+  .string()
+  .regex(/^\d+(,\d+)*$/, "must be a comma-separated list of positive integers")
+  .transform((s) => s.split(",").map(Number));
+
 const UploadQuerySchema = z.strictObject({
   shards: z.coerce.number().int("shards: must be an integer").min(1, "shards: must be at least 1").optional(),
   maxShardBytes: z.coerce.number().int().positive().optional(),
   balance: z.enum(["bytes", "flops"]).optional(),
+  maxBatchSize: z.coerce.number().int("must be an integer").min(1, "must be at least 1").max(4096, "must be at most 4096").optional(),
+  maxQueueDelayUs: z.coerce.number().int("must be an integer").min(0, "must be at least 0").max(10_000_000, "must be at most 10000000").optional(),
+  preferredBatchSizes: intList.optional(),
+  /** The same settings as one JSON object: {"shards":2,"batching":{"maxBatchSize":32,...}}. */
+  config: z.string().optional(),
+});
+
+const UploadConfigSchema = z.strictObject({
+  shards: z.number().int().min(1).optional(),
+  maxShardBytes: z.number().int().positive().optional(),
+  balance: z.enum(["bytes", "flops"]).optional(),
+  batching: z
+    .strictObject({
+      maxBatchSize: z.number().int().min(1).max(4096).optional(),
+      maxQueueDelayUs: z.number().int().min(0).max(10_000_000).optional(),
+      preferredBatchSizes: z.array(z.number().int().min(1)).optional(),
+    })
+    .optional(),
 });
 
 /** Query parameters of PUT /v1/models/{m}. Throws a 400 naming the parameter. */
 function parseUploadQuery(q: Record<string, string>) {
+  const plain = parseUploadParams(q);
+  if (plain.config === undefined) {
+    const { maxBatchSize, maxQueueDelayUs, preferredBatchSizes, config: _c, ...rest } = plain;
+    return { ...rest, batching: { maxBatchSize, maxQueueDelayUs, preferredBatchSizes } };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(plain.config);
+  } catch {
+    throw new JobError("BAD_REQUEST", "config: not valid JSON");
+  }
+  const r = UploadConfigSchema.safeParse(json);
+  if (!r.success) throw new JobError("BAD_REQUEST", zodMessage(r.error, "config"));
+  return r.data;
+}
+
+function parseUploadParams(q: Record<string, string>) {
   const r = UploadQuerySchema.safeParse(q);
   if (!r.success) {
     const issue = r.error.issues[0]!;
@@ -124,7 +165,7 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
     if (connected && live > 0) return c.json({ ready: true, workers: live });
     return c.json({ ready: false, error: connected ? "no live worker" : "not connected to NATS" }, 503);
   });
-  app.get("/v2", (c) => c.json({ name: "jetshard", version: SERVER_VERSION, extensions: ["model_repository"] }));
+  app.get("/v2", (c) => c.json({ name: "jetshard", version: SERVER_VERSION, extensions: ["model_repository", "binary_tensor_data"] }));
 
   const metadata = (c: Context) => {
     const rec = modelOr404(c.req.param("model")!);
@@ -150,16 +191,22 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
     const name = c.req.param("model")!;
     const rec = modelOr404(name);
     const mv = pickVersion(rec, versionParam(c));
+    const headerLength = c.req.header(HEADER_LENGTH);
     let body: unknown;
-    try {
-      body = await c.req.json();
-    } catch {
-      throw new JobError("BAD_REQUEST", "request body is not valid JSON");
+    let rest: Uint8Array | null = null;
+    if (headerLength !== undefined) {
+      ({ json: body, rest } = splitBinaryBody(new Uint8Array(await c.req.arrayBuffer()), headerLength));
+    } else {
+      try {
+        body = await c.req.json();
+      } catch {
+        throw new JobError("BAD_REQUEST", "request body is not valid JSON");
+      }
     }
     const parsed = InferRequestSchema.safeParse(body);
     if (!parsed.success) throw new JobError("BAD_REQUEST", zodMessage(parsed.error));
     const req = parsed.data;
-    const inputs = tensorsFromJson(req);
+    const inputs = rest ? tensorsFromBinaryRequest(req, rest) : tensorsFromJson(req);
     validateInputs(name, mv.inputs, inputs);
     const outputs = req.outputs?.map((o) => o.name);
     validateOutputs(name, mv.outputs, outputs);
@@ -175,7 +222,11 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
         timeoutMs,
         priority,
       });
-      return c.json(toV2Json({ kind: "result", id: r.id, model: name, version: r.version, requestId: req.id, ok: true, worker: r.worker, computeMs: r.computeMs }, r.outputs));
+      const isBinary = binaryOutputs(req);
+      const json = toV2Json({ kind: "result", id: r.id, model: name, version: r.version, requestId: req.id, ok: true, worker: r.worker, computeMs: r.computeMs }, r.outputs, isBinary);
+      const bin = encodeBinaryResponse(json, r.outputs, isBinary);
+      if (!bin) return c.json(json);
+      return c.body(bin.body as Uint8Array<ArrayBuffer>, 200, { "content-type": "application/octet-stream", [HEADER_LENGTH]: String(bin.headerLength) });
     } catch (err) {
       if (err instanceof JobError && err.code === "TIMEOUT" && servingCount(rec, mv) === 0) {
         throw new JobError("NO_WORKER", `no worker served model "${name}" within ${timeoutMs} ms (live workers serving it: 0)`);

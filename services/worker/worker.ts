@@ -14,6 +14,7 @@ import { JobError, toJobError } from "#shared/errors.js";
 import { KvMirror } from "#shared/kv-mirror.js";
 import type { Logger } from "#shared/log.js";
 import { pickVersion } from "#shared/model-repo.js";
+import { Batcher, type BatchingConfig } from "./batcher.js";
 import { connectNats, openInfra, type Infra } from "#shared/nats.js";
 import { encodeResult } from "#shared/results.js";
 import { HEADERS, STREAMS, consumerName, highConsumerName, subjects } from "#shared/subjects.js";
@@ -21,7 +22,7 @@ import { deadLetter } from "#shared/dlq.js";
 import { TERMINAL, updateJob, type JobRecord } from "#shared/jobs.js";
 import { datatypeFromOrt, ortType, type Tensor, type TypedArray } from "#shared/tensor.js";
 import { validateInputs, validateOutputs } from "#shared/validate.js";
-import { ModelRecordSchema, WorkerInfoSchema, encodeFrame, type ModelRecord, type ResultMeta, type StageMeta, type WorkerInfo } from "#shared/wire.js";
+import { ModelRecordSchema, WorkerInfoSchema, encodeFrame, type ModelRecord, type ResultMeta, type ShardInfo, type StageMeta, type WorkerInfo } from "#shared/wire.js";
 import { detectDevice, executionProviders, type DeviceInfo } from "./device.js";
 import { jobEnvelope, parseJob, parseStage, type Job } from "./job.js";
 import { allShards, pickShards, serveFilter, shardKey } from "./placement.js";
@@ -58,7 +59,11 @@ function sanitizeKey(s: string): string {
 export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps): Worker {
   const id = `w-${sanitizeKey(os.hostname())}-${nuid.next().slice(-8).toLowerCase()}`;
   const log = rootLog.child({ component: "worker", worker: id });
-  const slots = new Semaphore(config.workerConcurrency);
+  /** ORT runs at once (a batch is one run). */
+  const runSlots = new Semaphore(config.workerConcurrency);
+  /** Messages held at once: enough for every run slot to fill a batch. */
+  const slots = new Semaphore(config.workerConcurrency * config.maxInflightPerRun);
+  const batchers = new Map<string, Batcher>();
   /** Consume loops by shard key "model:index". */
   const loops = new Map<string, { model: string; index: number; msgs: ConsumerMessages[] }>();
   const filter = serveFilter(config.serve);
@@ -142,7 +147,10 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     // shard 0 has a second consumer for high-priority jobs; slots go to its messages first
     for (const high of index === 0 ? [true, false] : [false]) {
       const consumer = await infra.js.consumers.get(STREAMS.jobs, await ensureConsumer(model, index, high));
-      const msgs = await consumer.consume({ max_messages: config.workerConcurrency, expires: 5_000 });
+      // batchable models buffer enough to fill batches; others only a little, so idle replicas get work too
+      const batches = (models.get(model)?.versions.at(-1)?.batching?.maxBatchSize ?? 1) > 1;
+      const buffer = batches ? Math.min(slots.size, 256) : Math.max(2, config.workerConcurrency * 2);
+      const msgs = await consumer.consume({ max_messages: buffer, expires: 5_000 });
       entry.msgs.push(msgs);
       void (async () => {
         for await (const m of msgs) {
@@ -152,7 +160,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
             continue;
           }
           await slots.acquire(high ? "high" : "normal");
-          const p = handle(m, model, index).finally(() => {
+          const p = handle(m, model, index, high ? "high" : "normal").finally(() => {
             slots.release();
             inflight.delete(p);
           });
@@ -208,7 +216,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
   }
 
   /** Runs one shard of a job; returns every output the shard produces (or the requested ones, on the last). */
-  async function runShard(job: Job, rec: ModelRecord): Promise<{ outputs: Tensor[]; version: number; computeMs: number; last: boolean }> {
+  async function runShard(job: Job, rec: ModelRecord, priority: "high" | "normal"): Promise<{ outputs: Tensor[]; version: number; computeMs: number; last: boolean }> {
     const mv = pickVersion(rec, job.version);
     const shard = mv.shards[job.stage];
     if (!shard) throw new JobError("BAD_REQUEST", `model "${job.model}" version ${mv.version} has no shard ${job.stage}`);
@@ -218,29 +226,52 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       validateOutputs(job.model, mv.outputs, job.outputs);
     }
     const byName = new Map(job.inputs.map((t) => [t.name, t]));
-    const feeds: Record<string, ort.Tensor> = {};
-    for (const spec of shard.inputs) {
+    const names = last ? (job.outputs?.length ? job.outputs : mv.outputs.map((o) => o.name)) : shard.outputs.map((o) => o.name);
+    const inputs = shard.inputs.map((spec) => {
       const t = byName.get(spec.name);
       if (!t) throw new JobError("BAD_REQUEST", `shard ${job.stage} of "${job.model}" needs tensor "${spec.name}", which the message lacks`);
-      feeds[spec.name] = new ort.Tensor(ortType(t.datatype) as ort.Tensor.Type, t.data as never, t.shape);
-    }
-    const names = last ? (job.outputs?.length ? job.outputs : mv.outputs.map((o) => o.name)) : shard.outputs.map((o) => o.name);
+      return t;
+    });
+    const run = (ins: Tensor[]) => runOnce(shard, ins, names);
+    const t0 = performance.now();
     try {
-      const t0 = performance.now();
-      const out = await cache.use(shard, (session) => session.run(feeds, names));
-      const computeMs = performance.now() - t0;
-      const outputs: Tensor[] = [];
-      for (const name of names) {
-        const t = out[name];
-        if (!t) throw new JobError("INFERENCE_FAILED", `model produced no output "${name}"`);
-        const datatype = datatypeFromOrt(t.type);
-        if (!datatype) throw new JobError("INFERENCE_FAILED", `output "${name}" has unsupported type ${t.type}`);
-        outputs.push({ name, datatype, shape: t.dims.map(Number), data: t.data as TypedArray });
+      const batching = mv.batching ?? { maxBatchSize: 1, preferredBatchSizes: [], maxQueueDelayUs: 0 };
+      let outputs: Tensor[];
+      if (batching.maxBatchSize > 1) {
+        outputs = await batcherFor(`${shard.digest}|${names.join(",")}`, batching, run).submit(inputs, priority);
+      } else {
+        await runSlots.acquire(priority);
+        try {
+          outputs = await run(inputs);
+        } finally {
+          runSlots.release();
+        }
       }
-      return { outputs, version: mv.version, computeMs, last };
+      return { outputs, version: mv.version, computeMs: performance.now() - t0, last };
     } catch (err) {
       throw toJobError(err, "INFERENCE_FAILED");
     }
+  }
+
+  function batcherFor(key: string, cfg: BatchingConfig, run: (ins: Tensor[]) => Promise<Tensor[]>): Batcher {
+    const k = `${key}|${cfg.maxBatchSize}|${cfg.maxQueueDelayUs}|${cfg.preferredBatchSizes.join(",")}`;
+    let b = batchers.get(k);
+    if (!b) batchers.set(k, (b = new Batcher(cfg, runSlots, run)));
+    return b;
+  }
+
+  /** One ORT run of a shard on ordered inputs; returns the named outputs. */
+  async function runOnce(shard: ShardInfo, inputs: Tensor[], names: string[]): Promise<Tensor[]> {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const t of inputs) feeds[t.name] = new ort.Tensor(ortType(t.datatype) as ort.Tensor.Type, t.data as never, t.shape);
+    const out = await cache.use(shard, (session) => session.run(feeds, names));
+    return names.map((name) => {
+      const t = out[name];
+      if (!t) throw new JobError("INFERENCE_FAILED", `model produced no output "${name}"`);
+      const datatype = datatypeFromOrt(t.type);
+      if (!datatype) throw new JobError("INFERENCE_FAILED", `output "${name}" has unsupported type ${t.type}`);
+      return { name, datatype, shape: t.dims.map(Number), data: t.data as TypedArray };
+    });
   }
 
   /** Publishes the activations for the next shard; big ones go through the claims object store. */
@@ -301,18 +332,18 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     });
   }
 
-  async function handle(m: JsMsg, model: string, index: number): Promise<void> {
+  async function handle(m: JsMsg, model: string, index: number, priority: "high" | "normal"): Promise<void> {
     // Keep the lease for as long as this message is ours (loading a model, running it, storing the result),
     // so slow work is not redelivered to another worker.
     const keepAlive = setInterval(() => m.working(), Math.max(100, config.ackWaitMs / 3));
     try {
-      await handleMessage(m, model, index);
+      await handleMessage(m, model, index, priority);
     } finally {
       clearInterval(keepAlive);
     }
   }
 
-  async function handleMessage(m: JsMsg, model: string, index: number): Promise<void> {
+  async function handleMessage(m: JsMsg, model: string, index: number, priority: "high" | "normal"): Promise<void> {
     const env = jobEnvelope(m, model);
     const attempt = m.info.deliveryCount;
     const track = m.headers?.get(HEADERS.track) === "1";
@@ -335,7 +366,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       }
       const rec = models.get(model);
       if (!rec) throw new JobError("MODEL_NOT_FOUND", `model "${model}" is not in the repository`);
-      const r = await runShard(job, rec);
+      const r = await runShard(job, rec, priority);
       if (!r.last) {
         await transient(() => forward(job!, r.version, r.outputs), "publishing to the next shard");
         m.ack();

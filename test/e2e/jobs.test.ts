@@ -181,7 +181,8 @@ t.test("a job whose workers keep dying is dead-lettered when it runs out of deli
       last = (await send(`${gw.url}/v1/jobs/${sub.body.id}`, "GET")).body;
       return (last as { attempts: number }).attempts === i + 1;
     }, 20_000).catch((err) => {
-      throw new Error(`${err.message}: ${JSON.stringify(last)}`);
+      const { result: _r, ...rec } = (last ?? {}) as Record<string, unknown>;
+      throw new Error(`${err.message}: ${JSON.stringify(rec)}`);
     });
     victim.kill("SIGKILL");
     await new Promise((r) => victim.once("exit", r));
