@@ -7,6 +7,8 @@ import { createHash } from "node:crypto";
 import { z } from "zod";
 import { JobError } from "./errors.js";
 import type { Infra } from "./nats.js";
+import { replayDeadLetter, type DeadLetterEntry } from "./dlq.js";
+import { STREAMS } from "./subjects.js";
 
 export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
@@ -129,4 +131,33 @@ export function parseDurationMs(v: unknown, field: string): number | undefined {
     }
   }
   throw new JobError("BAD_REQUEST", `${field}: ${JSON.stringify(v)} is not a duration (ms as a number, or "500ms", "10s", "2m")`);
+}
+
+/**
+ * Cancels a job: a queued one is removed from the queue and never runs; a running one finishes but its result is
+ * discarded. Throws JOB_NOT_FOUND (404) or CONFLICT (409, already terminal). Returns the state it had.
+ */
+export async function cancelJob(infra: Infra, id: string): Promise<JobStatus> {
+  let before: JobRecord | null = null;
+  const after = await updateJob(infra, id, (r) => {
+    before = r;
+    if (!r || TERMINAL.has(r.status)) return null;
+    return { ...r, status: "cancelled", finishedAt: Date.now(), error: { code: "CANCELLED", message: "cancelled by request" } };
+  });
+  const prev = before as JobRecord | null;
+  if (!after || !prev) throw new JobError("JOB_NOT_FOUND", `job "${id}" not found`);
+  if (TERMINAL.has(prev.status)) throw new JobError("CONFLICT", `job "${id}" already ${prev.status}`);
+  if (prev.status === "queued" && prev.seq) await infra.jsm.streams.deleteMessage(STREAMS.jobs, prev.seq).catch(() => undefined);
+  return prev.status;
+}
+
+/** Replays a dead letter (same job id, fresh attempts), resetting its record first. Throws JOB_NOT_FOUND. */
+export async function replayJob(infra: Infra, id: string): Promise<DeadLetterEntry> {
+  const e = await replayDeadLetter(infra, id, async (entry) => {
+    await updateJob(infra, entry.id, (r) =>
+      r ? { ...r, status: "queued", attempts: 0, error: undefined, startedAt: undefined, finishedAt: undefined, deadline: undefined, seq: undefined } : null,
+    );
+  });
+  if (!e) throw new JobError("JOB_NOT_FOUND", `dead letter "${id}" not found`);
+  return e;
 }

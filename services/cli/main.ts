@@ -27,6 +27,8 @@ Commands:
   model add|list|rm      manage the model repository
   infer <model>          run one inference through NATS
   workers                list live workers
+  jobs list|show|cancel  inspect and cancel async jobs
+  dlq list|replay|rm     inspect, replay and delete dead letters
 
 Every command reads JETSHARD_* environment variables (see README). Use "jetshard <command> --help".`,
   up: `Usage: jetshard up
@@ -49,6 +51,14 @@ Concurrency: JETSHARD_WORKER_CONCURRENCY. Device: JETSHARD_DEVICE=auto|cpu|cuda.
         [--version N] [--output name ...] [--timeout-ms 30000]
 
 Publishes one job straight to JetStream and prints the v2 JSON response.`,
+  jobs: `Usage:
+  jetshard jobs list [--status queued|running|succeeded|failed|cancelled] [--model M] [--limit N]
+  jetshard jobs show <id>        the job's record (status, attempts, timestamps, error)
+  jetshard jobs cancel <id>      a queued job never runs; a running one ends cancelled`,
+  dlq: `Usage:
+  jetshard dlq list [--model M]  dead-lettered jobs with their error and attempts
+  jetshard dlq replay <id>       publish the job again (same id, fresh attempts)
+  jetshard dlq rm <id>           delete a dead letter`,
   controller: `Usage: jetshard controller
 
 Runs the NAS controller: drives experiments, holds a lease per experiment in KV (JETSHARD_CONTROLLER_LEASE_MS)
@@ -186,6 +196,59 @@ async function cmdWorkers(argv: string[]): Promise<void> {
   if (rows.length === 0) console.log("(no live workers)");
 }
 
+async function cmdJobs(argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv;
+  if (!sub || sub === "--help" || sub === "-h") return help("jobs");
+  const { values, positionals } = parse(rest, { status: { type: "string" }, model: { type: "string" }, limit: { type: "string" } });
+  if (values.help) return help("jobs");
+  const { listJobs, getJob, cancelJob, JOB_STATUSES } = await import("#shared/jobs.js");
+  if (sub === "list") {
+    if (values.status && !(JOB_STATUSES as readonly string[]).includes(values.status)) throw new UsageError(`--status: use one of ${JOB_STATUSES.join(", ")}`);
+    const jobs = await withInfra((infra) => listJobs(infra, { status: values.status as never, model: values.model, limit: values.limit ? Number(values.limit) : 50 }));
+    for (const j of jobs) console.log(`${j.id}\t${j.model}\t${j.status}\tattempts=${j.attempts}\t${new Date(j.queuedAt).toISOString()}${j.error ? `\t${j.error.code}: ${j.error.message}` : ""}`);
+    if (jobs.length === 0) console.log("(no jobs)");
+  } else if (sub === "show") {
+    const id = positionals[0];
+    if (!id) throw new UsageError("jobs show needs <id>");
+    const e = await withInfra((infra) => getJob(infra, id));
+    if (!e) throw new UsageError(`job "${id}" not found`);
+    console.log(JSON.stringify(e.record, null, 2));
+  } else if (sub === "cancel") {
+    const id = positionals[0];
+    if (!id) throw new UsageError("jobs cancel needs <id>");
+    const was = await withInfra((infra) => cancelJob(infra, id));
+    console.log(`cancelled ${id} (was ${was})`);
+  } else {
+    throw new UsageError(`unknown jobs command "${sub}" (list, show, cancel)`);
+  }
+}
+
+async function cmdDlq(argv: string[]): Promise<void> {
+  const [sub, ...rest] = argv;
+  if (!sub || sub === "--help" || sub === "-h") return help("dlq");
+  const { values, positionals } = parse(rest, { model: { type: "string" } });
+  if (values.help) return help("dlq");
+  const { listDeadLetters, deleteDeadLetter } = await import("#shared/dlq.js");
+  const { replayJob } = await import("#shared/jobs.js");
+  if (sub === "list") {
+    const dl = await withInfra((infra) => listDeadLetters(infra, { model: values.model }));
+    for (const d of dl) console.log(`${d.id}\t${d.subject}\t${d.code}\tattempts=${d.attempts}\t${d.failedAt}\t${d.error}`);
+    if (dl.length === 0) console.log("(no dead letters)");
+  } else if (sub === "replay" || sub === "rm") {
+    const id = positionals[0];
+    if (!id) throw new UsageError(`dlq ${sub} needs <id>`);
+    if (sub === "replay") {
+      await withInfra((infra) => replayJob(infra, id));
+      console.log(`replayed ${id}`);
+    } else {
+      if (!(await withInfra((infra) => deleteDeadLetter(infra, id)))) throw new UsageError(`dead letter "${id}" not found`);
+      console.log(`deleted ${id}`);
+    }
+  } else {
+    throw new UsageError(`unknown dlq command "${sub}" (list, replay, rm)`);
+  }
+}
+
 export async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === "--help" || cmd === "-h" || cmd === "help") return help("main");
@@ -214,6 +277,10 @@ export async function main(argv: string[]): Promise<void> {
       return cmdInfer(rest);
     case "workers":
       return cmdWorkers(rest);
+    case "jobs":
+      return cmdJobs(rest);
+    case "dlq":
+      return cmdDlq(rest);
     default:
       throw new UsageError(`unknown command "${cmd}"; see jetshard --help`);
   }

@@ -5,9 +5,9 @@ import { Hono } from "hono";
 import { z } from "zod";
 import type { JetshardClient } from "#shared/client.js";
 import type { JetshardConfig } from "#shared/config.js";
-import { deleteDeadLetter, listDeadLetters, replayDeadLetter } from "#shared/dlq.js";
+import { deleteDeadLetter, listDeadLetters } from "#shared/dlq.js";
 import { JobError } from "#shared/errors.js";
-import { JOB_STATUSES, TERMINAL, listJobs, parseDurationMs, updateJob, waitJob, type JobRecord } from "#shared/jobs.js";
+import { JOB_STATUSES, cancelJob, listJobs, parseDurationMs, replayJob, waitJob, type JobRecord } from "#shared/jobs.js";
 import type { KvMirror } from "#shared/kv-mirror.js";
 import type { Logger } from "#shared/log.js";
 import { pickVersion } from "#shared/model-repo.js";
@@ -95,19 +95,9 @@ export function jobRoutes({ config, log, infra, client, models }: { config: Jets
 
   app.delete("/jobs/:id", async (c) => {
     const id = c.req.param("id");
-    let before: JobRecord | null = null;
-    const after = await updateJob(infra, id, (r) => {
-      before = r;
-      if (!r || TERMINAL.has(r.status)) return null;
-      return { ...r, status: "cancelled", finishedAt: Date.now(), error: { code: "CANCELLED", message: "cancelled by request" } };
-    });
-    const prev = before as JobRecord | null;
-    if (!after || !prev) throw new JobError("JOB_NOT_FOUND", `job "${id}" not found`);
-    if (TERMINAL.has(prev.status)) throw new JobError("CONFLICT", `job "${id}" already ${prev.status}`);
-    // a queued job is removed from the queue; a running one finishes but its result is discarded
-    if (prev.status === "queued" && prev.seq) await infra.jsm.streams.deleteMessage(STREAMS.jobs, prev.seq).catch(() => undefined);
-    log.info({ jobId: id, was: prev.status }, "job cancelled");
-    return c.json({ id, status: "cancelled", was: prev.status });
+    const was = await cancelJob(infra, id);
+    log.info({ jobId: id, was }, "job cancelled");
+    return c.json({ id, status: "cancelled", was });
   });
 
   app.get("/dead-letters", async (c) => {
@@ -118,13 +108,7 @@ export function jobRoutes({ config, log, infra, client, models }: { config: Jets
   });
 
   app.post("/dead-letters/:id/replay", async (c) => {
-    const id = c.req.param("id");
-    const e = await replayDeadLetter(infra, id, async (entry) => {
-      await updateJob(infra, entry.id, (r) =>
-        r ? { ...r, status: "queued", attempts: 0, error: undefined, startedAt: undefined, finishedAt: undefined, deadline: undefined, seq: undefined } : null,
-      );
-    });
-    if (!e) throw new JobError("JOB_NOT_FOUND", `dead letter "${id}" not found`);
+    const e = await replayJob(infra, c.req.param("id"));
     log.info({ jobId: e.id }, "dead letter replayed");
     return c.json({ id: e.id, status: "queued", replayed: true }, 202);
   });

@@ -394,7 +394,9 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       else jlog.info({ code: je.code, reason: je.message }, "job rejected");
       failed++;
       meta = { kind: "result", id: job?.id ?? env.id, model, version: job?.version, requestId: job?.requestId, ok: false, error: je.toJSON(), worker: id, attempt };
-      if (je.code !== "DEADLINE_EXCEEDED") {
+      // a sync caller already has its 4xx; dead-letter what nobody else will see, and everything that is our fault
+      const deadLetterIt = je.code !== "DEADLINE_EXCEEDED" && (je.status >= 500 || track || !env.reply);
+      if (deadLetterIt) {
         try {
           // copy first: once acked, a work-queue stream deletes the job
           await deadLetter(infra, { jobId: meta.id, subject: m.subject, data: m.data, headers: m.headers, error: je, attempts: attempt });

@@ -32,7 +32,7 @@ function freePort(): Promise<number> {
 }
 
 t.test("every command has --help", async (t) => {
-  for (const cmd of [[], ["up"], ["gateway"], ["worker"], ["controller"], ["model"], ["infer"], ["workers"], ["nas"]]) {
+  for (const cmd of [[], ["up"], ["gateway"], ["worker"], ["controller"], ["model"], ["infer"], ["workers"], ["nas"], ["jobs"], ["dlq"]]) {
     const r = await cli({}, ...cmd, "--help");
     t.equal(r.code, 0, `jetshard ${cmd.join(" ")} --help exits 0`);
     t.match(r.stdout, /Usage/, `jetshard ${cmd.join(" ")} --help prints usage`);
@@ -77,6 +77,18 @@ t.test("model add, list, infer, workers and rm from the command line", async (t)
   t.match(badInput.stderr, /input "input": expected shape \[-1,2\]/);
 
   t.match((await cli(env, "workers")).stdout, new RegExp(`${w.id}\\tcpu:`));
+
+  // async jobs and dead letters
+  const { JetshardClient } = await import("#shared/client.js");
+  const client = new JetshardClient(stack.infra.nc, { infra: stack.infra });
+  t.teardown(() => client.close());
+  const sub = await client.submit("clim", [{ name: "input", datatype: "FP32", shape: [1, 2], data: Float32Array.of(1, 2) }], { jobId: "cli-job-1" });
+  const { waitJob } = await import("#shared/jobs.js");
+  await waitJob(stack.infra, sub.id, 10_000);
+  t.match((await cli(env, "jobs", "list", "--status", "succeeded")).stdout, /cli-job-1\tclim\tsucceeded\tattempts=1/);
+  t.match(JSON.parse((await cli(env, "jobs", "show", "cli-job-1")).stdout), { id: "cli-job-1", status: "succeeded" });
+  t.match((await cli(env, "jobs", "cancel", "cli-job-1")).stderr, /already succeeded/);
+  t.match((await cli(env, "dlq", "list")).stdout, /no dead letters/);
   t.equal((await cli(env, "model", "rm", "clim")).code, 0);
   t.equal((await cli(env, "model", "rm", "deep")).code, 0);
   t.match((await cli(env, "model", "list")).stdout, /no models/);
