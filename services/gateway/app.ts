@@ -19,6 +19,7 @@ import { InferRequestSchema, zodMessage, type ModelRecord, type ModelVersion, ty
 import { HEADER_LENGTH, binaryOutputs, encodeBinaryResponse, splitBinaryBody, tensorsFromBinaryRequest } from "#shared/binary.js";
 import { experimentRoutes } from "./experiments.js";
 import { jobRoutes } from "./jobs-routes.js";
+import { readJson } from "./body.js";
 import { parseDurationMs } from "#shared/jobs.js";
 import { Metrics } from "./metrics.js";
 
@@ -194,18 +195,8 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
     const headerLength = c.req.header(HEADER_LENGTH);
     let body: unknown;
     let rest: Uint8Array | null = null;
-    if (headerLength !== undefined) {
-      ({ json: body, rest } = splitBinaryBody(new Uint8Array(await c.req.arrayBuffer()), headerLength));
-    } else {
-      try {
-        body = await c.req.json();
-      } catch {
-        throw new JobError("BAD_REQUEST", "request body is not valid JSON");
-      }
-    }
-    const parsed = InferRequestSchema.safeParse(body);
-    if (!parsed.success) throw new JobError("BAD_REQUEST", zodMessage(parsed.error));
-    const req = parsed.data;
+    if (headerLength !== undefined) ({ json: body, rest } = splitBinaryBody(new Uint8Array(await c.req.arrayBuffer()), headerLength));
+    const req = await readJson(c, InferRequestSchema, body);
     const inputs = rest ? tensorsFromBinaryRequest(req, rest) : tensorsFromJson(req);
     validateInputs(name, mv.inputs, inputs);
     const outputs = req.outputs?.map((o) => o.name);

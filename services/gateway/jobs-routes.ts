@@ -15,7 +15,8 @@ import type { Infra } from "#shared/nats.js";
 import { decodeResult, toV2Json } from "#shared/results.js";
 import { STREAMS, subjects } from "#shared/subjects.js";
 import { tensorsFromJson, validateInputs, validateOutputs } from "#shared/validate.js";
-import { InferInputSchema, zodMessage, type ModelRecord } from "#shared/wire.js";
+import { InferInputSchema, type ModelRecord } from "#shared/wire.js";
+import { readJson } from "./body.js";
 
 const SubmitSchema = z.object({
   model: z.string().min(1),
@@ -40,15 +41,7 @@ export function jobRoutes({ config, log, infra, client, models }: { config: Jets
   }
 
   app.post("/jobs", async (c) => {
-    let body: unknown;
-    try {
-      body = await c.req.json();
-    } catch {
-      throw new JobError("BAD_REQUEST", "request body is not valid JSON");
-    }
-    const parsed = SubmitSchema.safeParse(body);
-    if (!parsed.success) throw new JobError("BAD_REQUEST", zodMessage(parsed.error));
-    const req = parsed.data;
+    const req = await readJson(c, SubmitSchema);
     const rec = models.get(req.model);
     if (!rec) throw new JobError("MODEL_NOT_FOUND", `model "${req.model}" not found`);
     const mv = pickVersion(rec, req.version);

@@ -1,4 +1,5 @@
 import t, { type Test } from "tap";
+import type { ChildProcess } from "node:child_process";
 import * as ort from "onnxruntime-node";
 import { JetshardClient } from "#shared/client.js";
 import { encodeModel, mlp, model, node, valueInfo, ElemType } from "#shared/onnx/builder.js";
@@ -118,58 +119,56 @@ t.test("bad shard options get a 400 naming the parameter; a one-node model is st
   t.ok(c.body.shards.length >= 2, `maxShardBytes picked ${c.body.shards.length} shards`);
 });
 
-async function load(t: Test, stack: Stack, n: number, data: Float32Array, rows: number) {
-  const client = new JetshardClient(stack.infra.nc);
-  t.teardown(() => client.close());
-  const input: Tensor[] = [{ name: "input", datatype: "FP32", shape: [rows, 1024], data }];
-  return Array.from({ length: n }, (_, i) => client.infer("pipe", input, { timeoutMs: 90_000, jobId: `job-${i}` }));
-}
-
-t.test("SIGKILL of the only worker of shard 1 mid-load, then a new worker: every request completes", async (t) => {
+/**
+ * A 2-shard slow model under 16 concurrent requests; `setup` starts the workers and returns the one to SIGKILL
+ * once a few results are in; `afterKill` may start a replacement. Resolves with every request's outcome.
+ */
+async function killMidLoad(t: Test, setup: (stack: Stack) => Promise<ChildProcess>, afterKill?: (stack: Stack) => Promise<unknown>) {
   const stack = await startStack(t, { JETSHARD_ACK_WAIT_MS: "2000", JETSHARD_WORKER_CONCURRENCY: "2" });
   const gw = await stack.gateway();
   const bytes = slowModel(1024, 120);
   await put(gw.url, "pipe", bytes, "?shards=2");
-  await stack.worker({ JETSHARD_SERVE: "pipe:0" });
-  const victim = await stack.workerProcess({ JETSHARD_SERVE: "pipe:1" });
+  const victim = await setup(stack);
   await ready(stack, gw.url, "pipe");
   const rows = 64;
   const data = Float32Array.from({ length: rows * 1024 }, (_, i) => Math.cos(i / 7));
   const want = await whole(bytes, "input", data, [rows, 1024]);
-  const pending = await load(t, stack, 16, data, rows);
+  const client = new JetshardClient(stack.infra.nc);
+  t.teardown(() => client.close());
+  const input: Tensor[] = [{ name: "input", datatype: "FP32", shape: [rows, 1024], data }];
+  const pending = Array.from({ length: 16 }, (_, i) => client.infer("pipe", input, { timeoutMs: 90_000, jobId: `job-${i}` }));
   let done = 0;
   pending.forEach((p) => p.then(() => done++, () => undefined));
   await waitFor("a few results", () => done >= 2, 60_000, 10);
   victim.kill("SIGKILL");
-  const rescuer = await stack.worker({ JETSHARD_SERVE: "pipe:1" });
+  const extra = await afterKill?.(stack);
   const results = await Promise.allSettled(pending);
-  const failed = results.filter((r) => r.status === "rejected");
-  t.equal(failed.length, 0, `no request failed ${failed.map((f) => (f as PromiseRejectedResult).reason?.message).join("; ")}`);
+  const failed = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+  t.equal(failed.length, 0, `no request failed ${failed.map((f) => f.reason?.message).join("; ")}`);
   const ok = results.filter((r): r is PromiseFulfilledResult<Awaited<(typeof pending)[0]>> => r.status === "fulfilled");
   t.ok(ok.every((r) => maxAbsDiff(r.value.outputs[0]!.data as Float32Array, want) <= 1e-5), "all results correct");
+  return { ok, extra };
+}
+
+t.test("SIGKILL of the only worker of shard 1 mid-load, then a new worker: every request completes", async (t) => {
+  const { ok, extra } = await killMidLoad(
+    t,
+    async (stack) => {
+      await stack.worker({ JETSHARD_SERVE: "pipe:0" });
+      return stack.workerProcess({ JETSHARD_SERVE: "pipe:1" });
+    },
+    (stack) => stack.worker({ JETSHARD_SERVE: "pipe:1" }),
+  );
+  const rescuer = extra as { id: string };
   t.ok(ok.some((r) => r.value.worker === rescuer.id), "the new worker finished some");
 });
 
 t.test("SIGKILL of one of two replicas of a shard: no request fails", async (t) => {
-  const stack = await startStack(t, { JETSHARD_ACK_WAIT_MS: "2000", JETSHARD_WORKER_CONCURRENCY: "2" });
-  const gw = await stack.gateway();
-  const bytes = slowModel(1024, 120);
-  await put(gw.url, "pipe", bytes, "?shards=2");
-  await stack.worker({ JETSHARD_SERVE: "pipe:0" });
-  await stack.worker({ JETSHARD_SERVE: "pipe:1" });
-  const victim = await stack.workerProcess({ JETSHARD_SERVE: "pipe:1" });
-  await ready(stack, gw.url, "pipe");
-  const rows = 64;
-  const data = Float32Array.from({ length: rows * 1024 }, (_, i) => Math.sin(i / 5));
-  const want = await whole(bytes, "input", data, [rows, 1024]);
-  const pending = await load(t, stack, 16, data, rows);
-  let done = 0;
-  pending.forEach((p) => p.then(() => done++, () => undefined));
-  await waitFor("a few results", () => done >= 2, 60_000, 10);
-  victim.kill("SIGKILL");
-  const results = await Promise.allSettled(pending);
-  t.equal(results.filter((r) => r.status === "rejected").length, 0, "no request failed");
-  t.ok(results.every((r) => r.status === "fulfilled" && maxAbsDiff(r.value.outputs[0]!.data as Float32Array, want) <= 1e-5), "all results correct");
+  await killMidLoad(t, async (stack) => {
+    await stack.worker({ JETSHARD_SERVE: "pipe:0" });
+    await stack.worker({ JETSHARD_SERVE: "pipe:1" });
+    return stack.workerProcess({ JETSHARD_SERVE: "pipe:1" });
+  });
 });
 
 t.test("with no shards named, workers whose budget cannot hold the whole model split it and the model is ready", async (t) => {
