@@ -27,6 +27,7 @@ Commands:
   model add|list|rm      manage the model repository
   infer <model>          run one inference through NATS
   workers                list live workers
+  device                 show the device a worker here would use, proven by a tiny model run
   jobs list|show|cancel  inspect and cancel async jobs
   dlq list|replay|rm     inspect, replay and delete dead letters
 
@@ -59,6 +60,10 @@ Publishes one job straight to JetStream and prints the v2 JSON response.`,
   jetshard dlq list [--model M]  dead-lettered jobs with their error and attempts
   jetshard dlq replay <id>       publish the job again (same id, fresh attempts)
   jetshard dlq rm <id>           delete a dead letter`,
+  device: `Usage: jetshard device
+
+Detects what a worker on this host runs on (CUDA when ONNX Runtime's CUDA provider loads and nvidia-smi reports a
+GPU; CPU otherwise, with the reason) and runs a tiny model there. JETSHARD_DEVICE=auto|cpu|cuda.`,
   controller: `Usage: jetshard controller
 
 Runs the NAS controller: drives experiments, holds a lease per experiment in KV (JETSHARD_CONTROLLER_LEASE_MS)
@@ -277,6 +282,14 @@ export async function main(argv: string[]): Promise<void> {
       return cmdInfer(rest);
     case "workers":
       return cmdWorkers(rest);
+    case "device": {
+      if (wantsHelp) return help("device");
+      const { checkDevice } = await import("../worker/device.js");
+      const { createLogger } = await import("#shared/log.js");
+      const config = loadConfig();
+      console.log(JSON.stringify(await checkDevice(config.device, createLogger({ level: "warn", name: "device" })), null, 2));
+      return;
+    }
     case "jobs":
       return cmdJobs(rest);
     case "dlq":

@@ -56,3 +56,22 @@ export async function detectDevice(pref: "auto" | "cpu" | "cuda", log: Logger): 
 export function executionProviders(device: DeviceInfo): string[] {
   return device.kind === "cuda" ? ["cuda", "cpu"] : ["cpu"];
 }
+
+/**
+ * Detects the device and proves it by running a tiny model on it: what `jetshard device` prints, and the first
+ * thing to run on a new GPU host.
+ */
+export async function checkDevice(pref: "auto" | "cpu" | "cuda", log: Logger) {
+  const device = await detectDevice(pref, log);
+  const providers = executionProviders(device);
+  const t0 = performance.now();
+  const s = await ort.InferenceSession.create(encodeModel(mlp({ layers: [4, 8, 2], seed: 1 })), { executionProviders: providers as never });
+  const r = await s.run({ input: new ort.Tensor("float32", Float32Array.of(1, 2, 3, 4), [1, 4]) });
+  await s.release();
+  return {
+    device,
+    providers,
+    ortBackends: ort.listSupportedBackends?.().map((b) => b.name) ?? [],
+    check: { ok: true, output: Array.from(r.output!.data as Float32Array), ms: Math.round((performance.now() - t0) * 10) / 10 },
+  };
+}

@@ -32,11 +32,14 @@ function freePort(): Promise<number> {
 }
 
 t.test("every command has --help", async (t) => {
-  for (const cmd of [[], ["up"], ["gateway"], ["worker"], ["controller"], ["model"], ["infer"], ["workers"], ["nas"], ["jobs"], ["dlq"]]) {
+  for (const cmd of [[], ["up"], ["gateway"], ["worker"], ["controller"], ["model"], ["infer"], ["workers"], ["nas"], ["jobs"], ["dlq"], ["device"]]) {
     const r = await cli({}, ...cmd, "--help");
     t.equal(r.code, 0, `jetshard ${cmd.join(" ")} --help exits 0`);
     t.match(r.stdout, /Usage/, `jetshard ${cmd.join(" ")} --help prints usage`);
   }
+  const dev = await cli({ JETSHARD_DEVICE: "cpu" }, "device");
+  t.equal(dev.code, 0, dev.stderr);
+  t.match(JSON.parse(dev.stdout), { device: { kind: "cpu", note: /JETSHARD_DEVICE=cpu/ }, providers: ["cpu"], check: { ok: true, output: [Number, Number] } }, "device check runs a model");
   const bad = await cli({}, "frobnicate");
   t.equal(bad.code, 2);
   t.match(bad.stderr, /unknown command "frobnicate"/);
