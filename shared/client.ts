@@ -30,6 +30,8 @@ export interface InferOptions {
   parameters?: Record<string, unknown>;
   /** "high" jobs are taken before "normal" ones queued for the same model. */
   priority?: "high" | "normal";
+  /** Also keep the result in RESULTS (readable later with `result(id)`); `infer` skips that by default. */
+  storeResult?: boolean;
 }
 
 export interface SubmitOptions extends InferOptions {
@@ -201,6 +203,7 @@ export class JetshardClient {
     };
     const h = natsHeaders();
     if (reply) h.set(HEADERS.reply, reply);
+    if (reply && !opts.storeResult) h.set(HEADERS.result, "reply");
     if (opts.timeoutMs) h.set(HEADERS.deadline, String(Date.now() + opts.timeoutMs));
     if (track) h.set(HEADERS.track, "1");
     if (opts.priority === "high") h.set(HEADERS.priority, "high");

@@ -29,7 +29,7 @@ const EnvSchema = z.object({
   JETSHARD_RETRY_BASE_MS: int(1000, 1),
   JETSHARD_QUEUE_MAX_MSGS: int(100_000, 1),
   JETSHARD_QUEUE_MAX_MB: int(1024, 1),
-  JETSHARD_WORKER_CONCURRENCY: int(2, 1),
+  JETSHARD_WORKER_CONCURRENCY: int(1, 1),
   JETSHARD_MAX_INFLIGHT_PER_RUN: int(32, 1),
   JETSHARD_SERVE: z.string().default(""),
   JETSHARD_CACHE_DIR: z.string().optional(),
@@ -84,7 +84,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     queueMaxMsgs: e.JETSHARD_QUEUE_MAX_MSGS,
     /** Bytes of all queued jobs before new ones are refused with 429. */
     queueMaxBytes: e.JETSHARD_QUEUE_MAX_MB * 1024 * 1024,
-    /** ONNX Runtime runs one worker makes at once (a batch counts once). */
+    /**
+     * ONNX Runtime runs one worker makes at once (a batch counts once). onnxruntime-node runs a session on the JS
+     * thread, so on CPU more than 1 only makes batches smaller: scale with more worker processes instead.
+     */
     workerConcurrency: e.JETSHARD_WORKER_CONCURRENCY,
     /** Messages a worker holds per run slot, waiting to join a batch. */
     maxInflightPerRun: e.JETSHARD_MAX_INFLIGHT_PER_RUN,

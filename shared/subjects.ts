@@ -34,6 +34,11 @@ export const HEADERS = {
   jobId: "Jetshard-Job-Id",
   /** "1" on jobs tracked in the `jobs` bucket (async jobs). */
   track: "Jetshard-Track",
+  /**
+   * "reply" when only the `Jetshard-Reply` subject needs the result (a sync caller waiting for it): the worker then
+   * skips storing it in RESULTS. Absent: the result is also stored.
+   */
+  result: "Jetshard-Result",
 } as const;
 
 export const subjects = {

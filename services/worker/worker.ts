@@ -410,7 +410,9 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     const body = encodeResult(job?.format ?? env.format, meta, outputs);
     try {
       if (env.reply) nc.publish(env.reply, body);
-      await infra.js.publish(subjects.result(meta.id), body, { msgID: `result-${m.headers?.get(HEADERS.msgId) ?? meta.id}` });
+      // a sync caller waiting on its reply subject needs no stored copy: that saves a JetStream write per request
+      const replyOnly = env.reply && !track && m.headers?.get(HEADERS.result) === "reply";
+      if (!replyOnly) await infra.js.publish(subjects.result(meta.id), body, { msgID: `result-${m.headers?.get(HEADERS.msgId) ?? meta.id}` });
       if (track) {
         await finish({ id: meta.id, model }, meta.ok ? { status: "succeeded", ...(meta.version ? { version: meta.version } : {}) } : { status: "failed", error: meta.error });
       }
