@@ -32,6 +32,9 @@ export interface ControllerDeps {
   nc?: NatsConnection;
 }
 
+/** After a driver failed, this controller waits this long before taking the same experiment again. */
+const RETAKE_AFTER_MS = 2_000;
+
 const runnable = (r: ExperimentRecord | undefined) => r !== undefined && (r.status === "queued" || r.status === "running");
 
 export function createController({ config, log: rootLog, nc: givenNc }: ControllerDeps): Controller {
@@ -40,6 +43,8 @@ export function createController({ config, log: rootLog, nc: givenNc }: Controll
   const drivers = new Map<string, ExperimentDriver>();
   const acquiring = new Set<string>();
   const known = new Map<string, ExperimentRecord>();
+  /** Experiment → epoch ms before which this controller does not take it again (backoff after a failure). */
+  const cooldown = new Map<string, number>();
   let nc: NatsConnection | null = null;
   let infra!: Infra;
   let store!: NasStore;
@@ -48,7 +53,7 @@ export function createController({ config, log: rootLog, nc: givenNc }: Controll
   let stopping = false;
 
   async function tryDrive(exp: string): Promise<void> {
-    if (stopping || drivers.has(exp) || acquiring.has(exp)) return;
+    if (stopping || drivers.has(exp) || acquiring.has(exp) || (cooldown.get(exp) ?? 0) > Date.now()) return;
     acquiring.add(exp);
     try {
       const lease = new Lease(store.experiments, exp, id, config.controllerLeaseMs);
@@ -61,8 +66,9 @@ export function createController({ config, log: rootLog, nc: givenNc }: Controll
         log,
         controllerId: id,
         lease,
-        onExit: (e) => {
+        onExit: (e, failed) => {
           if (drivers.get(e) === driver) drivers.delete(e);
+          if (failed) cooldown.set(e, Date.now() + RETAKE_AFTER_MS);
         },
       });
       drivers.set(exp, driver);

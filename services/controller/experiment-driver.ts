@@ -37,6 +37,7 @@ import {
 } from "#shared/nas/wire.js";
 import type { Infra } from "#shared/nats.js";
 import { STREAMS } from "#shared/subjects.js";
+import { zodMessage } from "#shared/wire.js";
 import type { Lease } from "./lease.js";
 
 const ns = (ms: number) => ms * 1_000_000;
@@ -50,8 +51,8 @@ export interface DriverDeps {
   log: Logger;
   controllerId: string;
   lease: Lease;
-  /** Called once when the driver stops driving, whatever the reason. */
-  onExit: (experimentId: string) => void;
+  /** Called once when the driver stops driving; `failed` when it stopped because something went wrong. */
+  onExit: (experimentId: string, failed: boolean) => void;
 }
 
 /** Thrown inside the driver when it must stop driving at once (lease lost, another controller writing). */
@@ -82,11 +83,6 @@ export class ExperimentDriver {
   /** The lease it drives under (the controller renews it). */
   get lease(): Lease {
     return this.deps.lease;
-  }
-
-  /** True while it drives the experiment. */
-  get active(): boolean {
-    return !this.halted;
   }
 
   /** Starts driving (restores state, reconciles, consumes events, proposes). Never throws. */
@@ -141,7 +137,7 @@ export class ExperimentDriver {
           await this.exit(false);
         } else {
           this.log.error({ err }, "driver failed; releasing the experiment");
-          await this.exit(true);
+          await this.exit(true, true);
         }
       }
     });
@@ -149,14 +145,15 @@ export class ExperimentDriver {
     return p;
   }
 
-  private async exit(release: boolean): Promise<void> {
+  private async exit(release: boolean, failed = false): Promise<void> {
     if (this.exited) return;
     this.halted = true;
     this.exited = true;
     if (this.summaryTimer) clearTimeout(this.summaryTimer);
-    await this.msgs?.close().catch(() => undefined);
+    // not awaited: exit may run inside the consume loop's own callback, and close() waits for that loop
+    void this.msgs?.close().catch(() => undefined);
     if (release) await this.deps.lease.release();
-    this.deps.onExit(this.id);
+    this.deps.onExit(this.id, failed);
   }
 
   private ensureLease(): void {
@@ -329,9 +326,17 @@ export class ExperimentDriver {
 
   private async onEvent(m: JsMsg): Promise<void> {
     if (this.halted) return;
-    const parsed = TrialEventSchema.safeParse(safeJson(m.data));
+    const data = safeJson(m.data);
+    const parsed = TrialEventSchema.safeParse(data);
     if (!parsed.success) {
-      this.log.warn({ subject: m.subject }, "ignoring a malformed trial event");
+      // a result we cannot read must still end its trial, or the trial would stay unfinished forever
+      const { kind, trialId } = (data ?? {}) as { kind?: unknown; trialId?: unknown };
+      const cur = typeof trialId === "string" ? this.trials.get(trialId) : undefined;
+      this.log.warn({ subject: m.subject }, "malformed trial event");
+      if (kind === "done" && cur && !isFinalTrial(cur.value.status)) {
+        const error = `malformed result: ${zodMessage(parsed.error)}`;
+        await this.onDone(cur.value, { kind: "done", experimentId: this.id, trialId: cur.value.trialId, worker: cur.value.worker ?? "", attempt: Math.max(1, cur.value.attempts), at: Date.now(), status: "failed", metrics: {}, intermediate: [], error, device: cur.value.device ?? "", durationMs: 0 });
+      }
       return;
     }
     const ev = parsed.data;

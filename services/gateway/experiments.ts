@@ -25,7 +25,7 @@ import { ExperimentError, NasStore } from "#shared/nas/store.js";
 import { LeaseRecordSchema, TRIAL_STATUSES, leaseKey, type ExperimentRecord, type TrialRecord } from "#shared/nas/wire.js";
 import type { Infra } from "#shared/nats.js";
 import { encodeModel } from "#shared/onnx/builder.js";
-import { zodMessage } from "#shared/wire.js";
+import { readJson } from "./body.js";
 
 const ResumeBodySchema = z.strictObject({
   maxTrials: z.number().int().min(1).optional(),
@@ -69,7 +69,7 @@ function trialView(t: TrialRecord) {
   };
 }
 
-/** Reads an optional JSON body: empty is `{}`, anything else must be JSON (400 otherwise). */
+/** Reads a JSON body that may be empty (then `{}`, unless `required`); 400 if it is not JSON. */
 async function jsonBody(c: Context, required: boolean): Promise<unknown> {
   const text = await c.req.text();
   if (text.trim() === "") {
@@ -83,13 +83,7 @@ async function jsonBody(c: Context, required: boolean): Promise<unknown> {
   }
 }
 
-function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
-  const r = schema.safeParse(body);
-  if (!r.success) throw new JobError("BAD_REQUEST", zodMessage(r.error));
-  return r.data;
-}
-
-export function experimentRoutes({ log: rootLog, infra }: { config: JetshardConfig; log: Logger; infra: Infra }): Hono {
+export function experimentRoutes({ config, log: rootLog, infra }: { config: JetshardConfig; log: Logger; infra: Infra }): Hono {
   const log = rootLog.child({ component: "experiments" });
   const app = new Hono();
   let storeP: Promise<NasStore> | null = null;
@@ -150,12 +144,15 @@ export function experimentRoutes({ log: rootLog, infra }: { config: JetshardConf
       updatedAt: new Date(rec.updatedAt).toISOString(),
       ...(rec.startedAt ? { startedAt: new Date(rec.startedAt).toISOString() } : {}),
       ...(rec.finishedAt ? { finishedAt: new Date(rec.finishedAt).toISOString() } : {}),
-      lease: lease?.success ? { holder: lease.data.holder, renewedAt: new Date(lease.data.renewedAt).toISOString() } : null,
+      // the controller driving it; `live: false` once its holder stopped renewing (another may take over)
+      lease: lease?.success
+        ? { holder: lease.data.holder, renewedAt: new Date(lease.data.renewedAt).toISOString(), live: Date.now() - lease.data.renewedAt <= config.controllerLeaseMs }
+        : null,
     });
   });
 
   app.get("/:id/trials", async (c) => {
-    const q = parseBody(TrialsQuerySchema, c.req.query());
+    const q = await readJson(c, TrialsQuerySchema, c.req.query());
     const id = c.req.param("id");
     await experimentOr404(id);
     const trials = (await (await store()).listTrials(id)).map((t) => t.value).filter((t) => !q.status || t.status === q.status);
@@ -181,14 +178,14 @@ export function experimentRoutes({ log: rootLog, infra }: { config: JetshardConf
   });
 
   app.post("/:id/resume", async (c) => {
-    const changes = parseBody(ResumeBodySchema, await jsonBody(c, false));
+    const changes = await readJson(c, ResumeBodySchema, await jsonBody(c, false));
     const rec = await (await store()).resumeExperiment(c.req.param("id"), changes);
     log.info({ experiment: rec.id, ...changes }, "experiment resumed");
     return c.json({ id: rec.id, status: rec.status });
   });
 
   app.post("/:id/deploy", async (c) => {
-    const body = parseBody(DeployBodySchema, await jsonBody(c, false));
+    const body = await readJson(c, DeployBodySchema, await jsonBody(c, false));
     const rec = await experimentOr404(c.req.param("id"));
     const trialId = body.trial ?? rec.best?.trialId;
     if (!trialId) throw new ExperimentError(409, `experiment "${rec.id}" has no successful trial to deploy yet`);

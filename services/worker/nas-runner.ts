@@ -246,7 +246,10 @@ export function createTrialRunner({ infra, config, log: rootLog, workerId, devic
       return;
     }
     if (outcome.kind === "ok") {
-      await publishEvent({ kind: "done", status: "succeeded", metrics: outcome.metrics, ...result }, `nas-done-${job.experimentId}-${job.trialId}`).then(
+      // JSON has no -Infinity (a singular NASWOT kernel) or NaN: such a metric is left out, and the
+      // controller then judges the trial infeasible ("objective ... is missing or not finite")
+      const metrics = Object.fromEntries(Object.entries(outcome.metrics).filter(([, v]) => Number.isFinite(v)));
+      await publishEvent({ kind: "done", status: "succeeded", metrics, ...result }, `nas-done-${job.experimentId}-${job.trialId}`).then(
         () => m.ack(),
         (err) => {
           tlog.warn({ err }, "could not publish the result; the trial will be redelivered");

@@ -189,7 +189,7 @@ export interface ExperimentSpec {
   maxTrials: number;
   /** Trials evaluated at once (default 1). */
   concurrency: number;
-  /** Failed trials after which the experiment fails (default 5). */
+  /** The experiment fails once more than this many trials have failed (default 5; 0 = at the first failure). */
   maxFailedTrials: number;
   evaluator: EvaluatorSpec;
   /** Seed of the strategy; absent means the controller picks (and records) one. */

@@ -4,7 +4,6 @@
  * (and the other way round). Used by the gateway, the CLI, the controller and workers.
  */
 import { randomBytes, randomInt } from "node:crypto";
-import { headers as natsHeaders } from "@nats-io/transport-node";
 import { StorageType } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { Infra } from "#shared/nats.js";
@@ -202,8 +201,7 @@ export class NasStore {
 
   /** Publishes a control message (core NATS, best effort). */
   control(subject: string, msg: ControlMessage): void {
-    const h = natsHeaders();
-    this.infra.nc.publish(subject, encoder.encode(JSON.stringify(msg)), { headers: h });
+    this.infra.nc.publish(subject, encoder.encode(JSON.stringify(msg)));
   }
 }
 

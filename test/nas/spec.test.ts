@@ -58,3 +58,10 @@ t.test("bad specs are NasSpecErrors naming the field", async (t) => {
   expectSpecError(t, () => parseExperimentSpec(noObjective), "objective", /is required/);
   expectSpecError(t, () => parseExperimentSpec("nope"), "spec", /must be an object/);
 });
+
+t.test("an mlp scored by naswot must keep ReLU activations", async (t) => {
+  const space = { ...base.searchSpace, activation: { _type: "choice", _value: ["relu", "tanh"] } };
+  expectSpecError(t, () => parseExperimentSpec({ ...base, searchSpace: space }), "searchSpace.activation._value[1]", /naswot reads ReLU activation codes/);
+  const noNaswot = { ...base, searchSpace: space, objective: { metric: "params", direction: "minimize" }, constraints: [], evaluator: { metrics: ["params"] } };
+  t.equal(parseExperimentSpec(noNaswot).family, "mlp", "fine without naswot");
+});
