@@ -50,6 +50,19 @@ export class KvMirror<T> {
     for (const l of this.listeners) l(key, value);
   }
 
+  /**
+   * Applies a change this process just wrote, before the watch delivers it, so a client that uploads and then
+   * reads at once sees its write (the watch later delivers the same value).
+   */
+  apply(key: string, value: T | undefined): void {
+    if (value === undefined) {
+      if (this.map.delete(key)) this.emit(key, undefined);
+    } else {
+      this.map.set(key, value);
+      this.emit(key, value);
+    }
+  }
+
   get(key: string): T | undefined {
     return this.map.get(key);
   }

@@ -141,20 +141,31 @@ export async function openInfra(nc: NatsConnection, opts: InfraOptions): Promise
   return { nc, js, jsm, workers, models, objects, claims, jobs };
 }
 
-async function openObjectStore(objm: Objm, name: string, opts: { ttl?: number }): Promise<ObjectStore> {
-  try {
-    return await objm.create(name, { storage: StorageType.File, ...opts });
-  } catch {
-    return await objm.open(name);
+/** Create-or-open, retried: processes starting together race to create the same bucket. */
+async function createOrOpen<T>(create: () => Promise<T>, open: () => Promise<T>): Promise<T> {
+  let last: unknown;
+  for (let i = 0; i < 10; i++) {
+    try {
+      return await create();
+    } catch (err) {
+      last = err;
+    }
+    try {
+      return await open();
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 50 * (i + 1)));
   }
+  throw last;
 }
 
-async function openKv(kvm: Kvm, name: string, opts: { ttl?: number; history?: number }): Promise<KV> {
-  try {
-    return await kvm.create(name, { ...opts, storage: StorageType.File });
-  } catch {
-    return await kvm.open(name);
-  }
+function openObjectStore(objm: Objm, name: string, opts: { ttl?: number }): Promise<ObjectStore> {
+  return createOrOpen(() => objm.create(name, { storage: StorageType.File, ...opts }), () => objm.open(name));
+}
+
+function openKv(kvm: Kvm, name: string, opts: { ttl?: number; history?: number }): Promise<KV> {
+  return createOrOpen(() => kvm.create(name, { ...opts, storage: StorageType.File }), () => kvm.open(name));
 }
 
 /** True when a JetStream error means "not found" (stream, consumer, message). */

@@ -11,7 +11,7 @@ import type { JetshardConfig } from "#shared/config.js";
 import { JobError } from "#shared/errors.js";
 import type { KvMirror } from "#shared/kv-mirror.js";
 import type { Logger } from "#shared/log.js";
-import { addModel, checkModelName, deleteModel, pickVersion } from "#shared/model-repo.js";
+import { addModel, checkModelName, deleteModel, getModel, pickVersion } from "#shared/model-repo.js";
 import type { Infra } from "#shared/nats.js";
 import { toV2Json } from "#shared/results.js";
 import { tensorsFromJson, validateInputs, validateOutputs } from "#shared/validate.js";
@@ -151,11 +151,12 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
 
   const jsonLimit = bodyLimit({
     maxSize: config.maxBodyBytes,
-    onError: (c) => c.json({ error: `request body exceeds the limit of ${config.maxBodyBytes} bytes (JETSHARD_MAX_BODY_MB)` }, 413),
+    // the rest of the body is not read: close the connection rather than leave it unusable
+    onError: (c) => c.json({ error: `request body exceeds the limit of ${config.maxBodyBytes} bytes (JETSHARD_MAX_BODY_MB)` }, 413, { Connection: "close" }),
   });
   const modelLimit = bodyLimit({
     maxSize: config.maxModelBytes,
-    onError: (c) => c.json({ error: `model upload exceeds the limit of ${config.maxModelBytes} bytes (JETSHARD_MAX_MODEL_MB)` }, 413),
+    onError: (c) => c.json({ error: `model upload exceeds the limit of ${config.maxModelBytes} bytes (JETSHARD_MAX_MODEL_MB)` }, 413, { Connection: "close" }),
   });
 
   // ---- Open Inference Protocol v2
@@ -234,11 +235,14 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
   // ---- jetshard model repository
   app.put("/v1/models/:model", modelLimit, async (c) => {
     const name = c.req.param("model");
+    // read the body before any check can fail, so a rejected upload leaves the keep-alive connection usable
+    const bytes = new Uint8Array(await c.req.arrayBuffer());
     checkModelName(name);
     const opts = parseUploadQuery(c.req.query());
-    const bytes = new Uint8Array(await c.req.arrayBuffer());
     if (bytes.byteLength === 0) throw new JobError("BAD_REQUEST", "request body is empty: send the ONNX model bytes");
     const mv = await addModel(infra, name, bytes, opts);
+    const stored = await getModel(infra, name);
+    if (stored) models.apply(name, stored);
     log.info({ model: name, version: mv.version, bytes: mv.bytes, shards: mv.shards.length }, "model added");
     return c.json({ name, ...mv }, 201);
   });
@@ -259,6 +263,7 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
     const name = c.req.param("model");
     checkModelName(name);
     if (!(await deleteModel(infra, name))) throw new JobError("MODEL_NOT_FOUND", `model "${name}" not found`);
+    models.apply(name, undefined);
     log.info({ model: name }, "model deleted");
     return c.json({ name, deleted: true });
   });

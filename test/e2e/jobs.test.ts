@@ -192,6 +192,6 @@ t.test("a job whose workers keep dying is dead-lettered when it runs out of deli
   t.match(rec, { status: "failed", error: { code: "MAX_ATTEMPTS", message: /delivered 2 times/ } });
   const dl = (await send(`${gw.url}/v1/dead-letters`, "GET")).body.deadLetters;
   t.match(dl, [{ id: sub.body.id, code: "MAX_ATTEMPTS", attempts: 2 }]);
-  const jobs = await stack.infra.jsm.streams.info(STREAMS.jobs);
-  t.equal(jobs.state.messages, 0, "the job left JOBS");
+  await waitFor("the job left JOBS", async () => (await stack.infra.jsm.streams.info(STREAMS.jobs)).state.messages === 0);
+  t.pass("the job left JOBS");
 });

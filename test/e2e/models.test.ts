@@ -72,3 +72,20 @@ t.test("re-adding a model makes a new version; /versions/{v} addresses one; dele
   t.equal(await stack.infra.objects.getBlob("vm/1/0.onnx"), null, "objects removed");
   await t.rejects(stack.infra.jsm.consumers.info(STREAMS.jobs, consumerName("vm")), "consumer removed");
 });
+
+t.test("an upload is readable at once, and a rejected upload leaves the connection usable", async (t) => {
+  const stack = await startStack(t);
+  const gw = await stack.gateway();
+  const bytes = encodeModel(mlp({ layers: [2, 3], seed: 1 }));
+  for (let i = 0; i < 10; i++) {
+    const bad = await fetch(`${gw.url}/v1/models/m${i}?bogus=1`, { method: "PUT", body: bytes });
+    t.equal(bad.status, 400);
+    await bad.arrayBuffer();
+    const put = await fetch(`${gw.url}/v1/models/m${i}`, { method: "PUT", body: bytes });
+    t.equal(put.status, 201, `upload ${i} after a rejected one on the same connection`);
+    await put.arrayBuffer();
+    const get = await fetch(`${gw.url}/v1/models/m${i}`);
+    t.equal(get.status, 200, `model m${i} readable right after its upload`);
+    await get.arrayBuffer();
+  }
+});

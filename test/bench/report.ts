@@ -1,0 +1,259 @@
+/**
+ * The benchmark's results: the rows measured, the issue's targets checked against them, and their rendering as
+ * Markdown (printed and written) and JSON under bench-results/.
+ */
+import { mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import type { LogSummary } from "./children.js";
+import type { InProcessResult } from "./in-process.js";
+import type { LoadResult } from "./load.js";
+import type { MachineInfo } from "./machine.js";
+import type { ModelName } from "./models.js";
+
+/** One HTTP configuration at one concurrency. */
+export interface HttpRow {
+  model: ModelName;
+  system: "plain" | "jetshard";
+  /** plain only: measured before the jetshard runs of this model, or after them (to show drift). */
+  phase?: "before" | "after";
+  /** jetshard only. */
+  batching?: "off" | "on";
+  /** jetshard only: shards the model was uploaded with. */
+  shards?: number;
+  /** jetshard only: worker processes. */
+  workers?: number;
+  connections: number;
+  /** null when it was not measured (it failed or was skipped; see notes). */
+  result: LoadResult | null;
+  /** req/s over the plain server's (mean of its before and after runs) for the same model and concurrency. */
+  ratio: number | null;
+  notes: string[];
+}
+
+/** In-process ORT at one batch size. */
+export interface InProcessRow extends InProcessResult {
+  model: ModelName;
+}
+
+/** One of the issue's targets. */
+export interface TargetCheck {
+  target: string;
+  /** What was measured, in words. */
+  measured: string;
+  /** null = not measured in this run. */
+  met: boolean | null;
+}
+
+/** Everything one run produced; this is the JSON written to bench-results/. */
+export interface Report {
+  startedAt: string;
+  elapsedS: number;
+  /** 1-minute load average when the run ended (compare with machine.loadAvg1m at the start). */
+  loadAvg1mAtEnd: number;
+  /** codeFingerprint() when the run ended (compare with machine.code). */
+  codeAtEnd: string;
+  mode: "full" | "quick";
+  /** What this run left out, and why. */
+  skipped: string[];
+  machine: MachineInfo;
+  settings: Record<string, string | number>;
+  inProcess: InProcessRow[];
+  http: HttpRow[];
+  targets: TargetCheck[];
+  /** Per jetshard stack: each worker's shards and processed/failed counts at the end of its runs. */
+  deployments: Record<string, string[]>;
+  /** Behaviour of jetshard noticed while setting up, outside any one measurement. */
+  observations: string[];
+  /** Warnings and errors each jetshard process logged, per stack ("small, 1 shard" → process → summary). */
+  logs: Record<string, Record<string, LogSummary>>;
+}
+
+const findJetshard = (rows: HttpRow[], model: ModelName, c: number, batching: "off" | "on", shards = 1) =>
+  rows.find((r) => r.model === model && r.connections === c && r.system === "jetshard" && r.batching === batching && r.shards === shards);
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/** The plain server's figures for a model and concurrency: the mean of its before and after runs, or null. */
+export function plainReference(rows: HttpRow[], model: ModelName, c: number): { reqPerS: number; p50Ms: number } | null {
+  const rs = rows.filter((r) => r.system === "plain" && r.model === model && r.connections === c && r.result?.p50Ms != null).map((r) => r.result!);
+  if (rs.length === 0) return null;
+  return { reqPerS: mean(rs.map((r) => r.reqPerS)), p50Ms: mean(rs.map((r) => r.p50Ms!)) };
+}
+
+/** Sets each row's ratio to the plain server's reference at the same model and concurrency. */
+export function fillRatios(rows: HttpRow[]): void {
+  for (const r of rows) {
+    const plain = plainReference(rows, r.model, r.connections);
+    r.ratio = r.result && plain && plain.reqPerS > 0 ? r.result.reqPerS / plain.reqPerS : null;
+  }
+}
+
+const cfg = (r: HttpRow) => `batching ${r.batching}, ${r.shards} shard${r.shards === 1 ? "" : "s"}`;
+
+/**
+ * The issue's targets. Each is judged on jetshard's default deployment: batching on, unsharded; the other
+ * configurations are listed beside it for information.
+ */
+export function checkTargets(rows: HttpRow[]): TargetCheck[] {
+  const others = (model: ModelName, c: number, show: (r: HttpRow) => string) =>
+    rows
+      .filter((r) => r.system === "jetshard" && r.model === model && r.connections === c && r.result && !(r.batching === "on" && r.shards === 1))
+      .map((r) => `${cfg(r)}: ${show(r)}`)
+      .join("; ");
+  const ratioCheck = (model: ModelName, min: number): TargetCheck => {
+    const target = `${model}, c=64, batching on: ≥ ${min}× plain req/s`;
+    const js = findJetshard(rows, model, 64, "on");
+    const plain = plainReference(rows, model, 64);
+    if (!js?.result || !plain || js.ratio === null) return { target, measured: "not measured", met: null };
+    const also = others(model, 64, (r) => `${fmtRatio(r.ratio)}`);
+    return {
+      target,
+      measured: `${fmtRatio(js.ratio)} (${fmtRate(js.result.reqPerS)} vs ${fmtRate(plain.reqPerS)} req/s)${also ? `; also ${also}` : ""}`,
+      met: js.ratio >= min,
+    };
+  };
+  const latency = (): TargetCheck => {
+    const target = "small, c=1: p50 ≤ plain p50 + 1 ms";
+    const js = findJetshard(rows, "small", 1, "on");
+    const plain = plainReference(rows, "small", 1);
+    if (js?.result?.p50Ms == null || !plain) return { target, measured: "not measured", met: null };
+    const also = others("small", 1, (r) => `${fmtMs(r.result!.p50Ms)} ms`);
+    return {
+      target,
+      measured: `${fmtMs(js.result.p50Ms)} ms vs ${fmtMs(plain.p50Ms)} ms (+${fmtMs(js.result.p50Ms - plain.p50Ms)} ms)${also ? `; also ${also}` : ""}`,
+      met: js.result.p50Ms <= plain.p50Ms + 1,
+    };
+  };
+  return [ratioCheck("mid", 3), ratioCheck("small", 0.5), latency()];
+}
+
+function fmtRate(v: number): string {
+  return v >= 100 ? v.toFixed(0) : v.toFixed(1);
+}
+function fmtMs(v: number | null): string {
+  if (v === null) return "–";
+  return v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0);
+}
+function fmtRatio(v: number | null): string {
+  return v === null ? "–" : `${v.toFixed(2)}×`;
+}
+
+/** A Markdown table with columns padded, so it reads in a terminal too. */
+function table(head: string[], rows: string[][], right: boolean[]): string {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => (right[i] ? c.padStart(w[i]!) : c.padEnd(w[i]!))).join(" | ")} |`;
+  return [line(head), `|${w.map((n, i) => (right[i] ? `${"-".repeat(n + 1)}:` : `:${"-".repeat(n + 1)}`)).join("|")}|`, ...rows.map(line)].join("\n");
+}
+
+/** The report as Markdown: machine, settings, in-process table, HTTP table, targets, notes, logged warnings. */
+export function renderMarkdown(r: Report): string {
+  const m = r.machine;
+  const out: string[] = [];
+  out.push(`# jetshard benchmark (${r.mode}), ${r.startedAt}`, "");
+  out.push(
+    `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.os}; Node ${m.node}, nats-server ${m.natsServer}, onnxruntime-node ${m.onnxruntimeNode}, autocannon ${m.autocannon}; commit ${m.commit} (code ${m.code}); load average ${m.loadAvg1m} at start, ${r.loadAvg1mAtEnd} at end. Run took ${r.elapsedS.toFixed(0)} s.`,
+    "",
+  );
+  if (r.codeAtEnd !== m.code) {
+    out.push(`**Warning:** jetshard's code changed on disk during this run (code ${m.code} → ${r.codeAtEnd}): rows noted "code changed" measured different code from the ones before them.`, "");
+  }
+  const busy = Math.max(m.loadAvg1m, r.loadAvg1mAtEnd);
+  if (busy > m.cores / 2) out.push(`**Warning:** the load average reached ${busy} on ${m.cores} cores: other processes were using the CPU, so these figures are less reliable than usual.`, "");
+  out.push(`Settings: ${Object.entries(r.settings).map(([k, v]) => `${k} ${v}`).join("; ")}.`, "");
+  if (r.skipped.length) out.push(`Skipped: ${r.skipped.join("; ")}.`, "");
+
+  out.push("## In-process ONNX Runtime (the limit)", "");
+  out.push(
+    table(
+      ["model", "batch", "rows/s", "ms/run p50", "ms/run p99", "runs"],
+      r.inProcess.map((x) => [x.model, String(x.batch), fmtRate(x.rowsPerS), fmtMs(x.p50Ms), fmtMs(x.p99Ms), String(x.runs)]),
+      [false, true, true, true, true, true],
+    ),
+    "",
+  );
+
+  out.push("## Over HTTP (v2 JSON infer, one row per request)", "");
+  const notes: string[] = [];
+  const rows = r.http.map((h) => {
+    const res = h.result;
+    let note = "";
+    if (h.notes.length) {
+      const text = h.notes.join("; ");
+      if (!notes.includes(text)) notes.push(text);
+      note = `[${notes.indexOf(text) + 1}]`;
+    }
+    return [
+      h.model,
+      h.system === "plain" ? `plain Hono, ${h.phase}` : "jetshard",
+      h.batching ?? "–",
+      h.shards === undefined ? "–" : String(h.shards),
+      h.workers === undefined ? "–" : String(h.workers),
+      String(h.connections),
+      res ? fmtRate(res.reqPerS) : "–",
+      res ? fmtMs(res.p50Ms) : "–",
+      res ? fmtMs(res.p99Ms) : "–",
+      res ? fmtMs(res.maxMs) : "–",
+      res ? String(res.errors) : "–",
+      res && h.connections > 1 ? `${res.perConnection.min}–${res.perConnection.max}` : "–",
+      fmtRatio(h.ratio),
+      note,
+    ];
+  });
+  out.push(
+    table(
+      ["model", "system", "batching", "shards", "workers", "c", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "per conn", "× plain", "note"],
+      rows,
+      [false, false, false, true, true, true, true, true, true, true, true, true, true, false],
+    ),
+    "",
+  );
+  if (notes.length) out.push(...notes.map((n, i) => `[${i + 1}] ${n}`), "");
+
+  out.push("## Targets (issue 5)", "");
+  for (const t of r.targets) out.push(`- ${t.met === null ? "NOT MEASURED" : t.met ? "MET" : "NOT MET"}: ${t.target}: ${t.measured}`);
+  out.push("");
+
+  const errs = r.http.filter((h) => h.result && h.result.errors > 0);
+  if (errs.length) {
+    out.push("## Errors seen by the load generator", "");
+    for (const h of errs) {
+      const res = h.result!;
+      const label = h.system === "plain" ? `${h.model} plain (${h.phase}) c=${h.connections}` : `${h.model} jetshard ${cfg(h)} c=${h.connections}`;
+      const samples = Object.entries(res.errorSamples).map(([k, n]) => `${n}× ${k}`);
+      out.push(`- ${label}: ${res.non2xx} non-2xx, ${res.socketErrors} socket errors (${res.timeouts} timeouts)${samples.length ? `: ${samples.join(" | ")}` : ""}`);
+    }
+    out.push("");
+  }
+
+  const logged = Object.entries(r.logs).flatMap(([stack, procs]) =>
+    Object.entries(procs)
+      .filter(([, s]) => Object.keys(s.messages).length)
+      .map(([proc, s]) => `- ${stack}, ${proc}: ${Object.entries(s.messages).map(([k, n]) => `${n}× ${k}`).join(" | ")}`),
+  );
+  const deployments = Object.entries(r.deployments);
+  if (deployments.length) {
+    out.push("## jetshard workers at the end of each deployment's runs", "");
+    for (const [stack, lines] of deployments) out.push(`- ${stack}:`, ...lines.map((l) => `  - ${l}`));
+    out.push("");
+  }
+  if (r.observations.length) out.push("## Observed while setting up", "", ...r.observations.map((o) => `- ${o}`), "");
+  out.push("## Warnings and errors logged by jetshard processes", "", ...(logged.length ? logged : ["none"]), "");
+  out.push(
+    "Columns: req/s counts 2xx responses only; p50/p99/max are 2xx latencies seen by the load generator; errors = non-2xx + socket errors + timeouts; per conn = fewest–most responses completed by one connection (a wide spread means some callers starve); × plain = req/s over the plain server's at the same model and concurrency (the mean of its runs before and after jetshard's; their own ratios show how much the machine drifted meanwhile).",
+  );
+  return out.join("\n") + "\n";
+}
+
+/** Writes `<timestamp>.json/.md` and `latest.json/.md` into `dir`; returns the timestamped Markdown path. */
+export async function writeReport(dir: string, r: Report, markdown: string): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const stamp = r.startedAt.replace(/[:.]/g, "-");
+  const json = JSON.stringify(r, null, 2) + "\n";
+  await Promise.all([
+    writeFile(path.join(dir, `${stamp}.json`), json),
+    writeFile(path.join(dir, `${stamp}.md`), markdown),
+    writeFile(path.join(dir, "latest.json"), json),
+    writeFile(path.join(dir, "latest.md"), markdown),
+  ]);
+  return path.join(dir, `${stamp}.md`);
+}

@@ -1,0 +1,312 @@
+/**
+ * `npm run bench`: measures, side by side on one machine, in-process ONNX Runtime (the limit), a plain Hono
+ * server running ORT per request (the baseline), and jetshard's sync v2 infer through the gateway (batching off
+ * and on, unsharded and 2 shards) at concurrency 1 and 64, then prints a table, checks the issue's targets and
+ * writes JSON and Markdown to bench-results/. See test/bench/README.md.
+ */
+import { mkdtemp } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { installCleanup, stopAll, trackDir } from "./children.js";
+import { measureInProcess } from "./in-process.js";
+import { loadTest, type LoadResult } from "./load.js";
+import { codeFingerprint, describeMachine } from "./machine.js";
+import { buildModel, MODEL_SPECS, type BenchModel, type ModelName } from "./models.js";
+import { checkTargets, fillRatios, renderMarkdown, writeReport, type HttpRow, type InProcessRow, type Report } from "./report.js";
+import { HEARTBEAT_MS, inferUrl, prime, ROOT, startJetshard, startPlainServer, type JetshardStack } from "./systems.js";
+
+const HELP = `Usage: npm run bench [-- options]
+
+  --quick            small model only, short runs: finishes in under 2 minutes (also: npm run bench --quick)
+  --models LIST      comma-separated models to run: small,mid (default both)
+  --duration S       measured seconds per load run (default 10; quick 3)
+  --warmup S         discarded warmup seconds before each load run (default 2; quick 1)
+  --out DIR          results folder (default bench-results/)
+  -h, --help         this text
+
+Worker knobs pass through from the environment (JETSHARD_WORKER_CONCURRENCY, JETSHARD_ORT_INTRA_THREADS, ...).`;
+
+const CONNECTIONS = [1, 64] as const;
+/** Upload parameters per batching mode ("off" = one request per run). */
+const BATCHING = { off: { maxBatchSize: "1" }, on: { maxBatchSize: "32", maxQueueDelayUs: "500" } } as const;
+/** jetshard deployments measured: unsharded on one worker; two shards on two workers (either may run either shard). */
+const DEPLOYMENTS = [
+  { shards: 1, workers: 1 },
+  { shards: 2, workers: 2 },
+] as const;
+const REQUEST_TIMEOUT_S = 30;
+/** How long a model may take to answer its first requests (mid: fetched from the object store, then loaded). */
+const primeTimeoutMs = (m: BenchModel) => (m.name === "mid" ? 180_000 : 60_000);
+const BUDGET_MS = { full: 570_000, quick: 110_000 };
+
+const t0 = Date.now();
+const say = (msg: string) => process.stderr.write(`[bench +${Math.round((Date.now() - t0) / 1000)}s] ${msg}\n`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** One line of an error, with its cause (fetch's "fetch failed" says why only there). */
+function errMsg(err: unknown): string {
+  let msg = err instanceof Error ? err.message : String(err);
+  const cause = err instanceof Error ? (err.cause as { message?: string; code?: string } | undefined) : undefined;
+  if (cause?.message || cause?.code) msg += ` (${cause.message ?? cause.code})`;
+  return msg.split("\n")[0]!.slice(0, 400);
+}
+/** What the stack's processes that died said last, if any did. */
+const deadChildren = (stack: JetshardStack) =>
+  stack.children
+    .filter((c) => !c.alive())
+    .map((c) => `; ${c.name} exited (${c.proc.exitCode ?? c.proc.signalCode}): ${c.tail().trim().split("\n").slice(-3).join(" / ").slice(-400)}`)
+    .join("");
+
+interface Options {
+  quick: boolean;
+  models: ModelName[];
+  durationS: number;
+  warmupS: number;
+  outDir: string;
+}
+
+function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: "boolean", default: false },
+      models: { type: "string" },
+      duration: { type: "string" },
+      warmup: { type: "string" },
+      out: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP + "\n");
+    process.exit(0);
+  }
+  // `npm run bench --quick` reaches us as npm_config_quick=true rather than as an argument
+  const quick = values.quick || env.npm_config_quick === "true";
+  const models = (values.models ?? (quick ? "small" : "small,mid")).split(",").map((s) => s.trim()) as ModelName[];
+  for (const m of models) if (!(m in MODEL_SPECS)) throw new Error(`--models: unknown model "${m}" (small, mid)`);
+  const num = (v: string | undefined, def: number, what: string) => {
+    const n = v === undefined ? def : Number(v);
+    if (!(n > 0)) throw new Error(`--${what}: expected a positive number of seconds, got "${v}"`);
+    return n;
+  };
+  return {
+    quick,
+    models,
+    durationS: num(values.duration, quick ? 3 : 10, "duration"),
+    warmupS: num(values.warmup, quick ? 1 : 2, "warmup"),
+    outDir: path.resolve(values.out ?? path.join(ROOT, "bench-results")),
+  };
+}
+
+async function main(): Promise<number> {
+  const opts = parseOptions(process.argv.slice(2), process.env);
+  installCleanup(say);
+  const startedAt = new Date();
+  const deadline = startedAt.getTime() + (opts.quick ? BUDGET_MS.quick : BUDGET_MS.full);
+  const machine = describeMachine(ROOT);
+  const skipped: string[] = [];
+  if (opts.quick) {
+    skipped.push(
+      `quick mode: only ${opts.models.join(", ")} (the mid target is not checked), no 2-shard run with batching off, ${opts.durationS} s runs after ${opts.warmupS} s warmup instead of 10 s after 2 s`,
+    );
+  } else if (!opts.models.includes("mid")) {
+    skipped.push("model mid (--models)");
+  }
+  const inProcess: InProcessRow[] = [];
+  const http: HttpRow[] = [];
+  const logs: Report["logs"] = {};
+  const observations: string[] = [];
+  const deployments: Report["deployments"] = {};
+  let failures = 0;
+  const tmp = trackDir(await mkdtemp(path.join(os.tmpdir(), "jetshard-bench-models-")));
+  const bodies: string[] = [];
+
+  /**
+   * Load at c=64 for a few seconds, discarded, once per server and model before its first measurement: a fresh
+   * process measured ~1.5 ms slower at c=1 than the same process a few thousand requests later (V8 still
+   * optimizing), which favoured whichever configuration ran second.
+   */
+  async function warmUp(url: string, body: string) {
+    await loadTest({ url, body, connections: 64, durationS: opts.quick ? 2 : 3, warmupS: 0, timeoutS: REQUEST_TIMEOUT_S });
+    await sleep(1000);
+  }
+
+  /** Measures one configuration at every concurrency, appending rows; `url` null = it could not be set up. */
+  async function measure(base: Omit<HttpRow, "connections" | "result" | "ratio" | "notes">, url: string | null, body: string, notes: string[], label: string) {
+    for (const c of CONNECTIONS) {
+      const row: HttpRow = { ...base, connections: c, result: null, ratio: null, notes: [...notes] };
+      http.push(row);
+      if (!url) continue;
+      if (Date.now() + (opts.warmupS + opts.durationS + 2) * 1000 > deadline) {
+        row.notes.push("skipped: out of the run's time budget");
+        skipped.push(`${label} c=${c} (time budget)`);
+        continue;
+      }
+      try {
+        const r: LoadResult = await loadTest({ url, body, connections: c, durationS: opts.durationS, warmupS: opts.warmupS, timeoutS: REQUEST_TIMEOUT_S });
+        row.result = r;
+        say(`${label} c=${c}: ${r.reqPerS.toFixed(1)} req/s, p50 ${r.p50Ms?.toFixed(2) ?? "–"} ms, p99 ${r.p99Ms?.toFixed(2) ?? "–"} ms, ${r.errors} errors`);
+      } catch (err) {
+        failures++;
+        row.notes.push(`load run failed: ${errMsg(err)}`);
+        say(`${label} c=${c}: failed: ${errMsg(err)}`);
+      }
+      // let requests still in flight when the load stopped finish before the next run
+      await sleep(1000);
+    }
+  }
+
+  /** Starts the plain server for `model` and warms it; url null (and a note) when it does not come up. */
+  async function setUpPlain(model: BenchModel) {
+    const notes: string[] = [];
+    let url: string | null = null;
+    const server = await startPlainServer(model.name, model.file).catch((err) => {
+      failures++;
+      notes.push(`plain server did not start: ${errMsg(err)}`);
+      return null;
+    });
+    if (server) {
+      try {
+        url = inferUrl(server.base, model.name);
+        await prime(url, model.body, 4, primeTimeoutMs(model));
+        await warmUp(url, model.body);
+      } catch (err) {
+        failures++;
+        notes.push(`plain server never answered: ${errMsg(err)}`);
+        url = null;
+      }
+    }
+    return { server, url, notes };
+  }
+
+  /** Measures `model` on a fresh jetshard stack with `shards` shards on `workers` workers, each batching mode. */
+  async function benchDeployment(model: BenchModel, shards: number, workers: number) {
+    const stackLabel = `${model.name}, ${shards} shard${shards === 1 ? "" : "s"}, ${workers} worker${workers === 1 ? "" : "s"}`;
+    const modes = opts.quick && shards > 1 ? (["on"] as const) : (["off", "on"] as const);
+    const row = (batching: "off" | "on") => ({ model: model.name, system: "jetshard" as const, batching, shards, workers });
+    // setting up a stack takes a while (mid: uploads of 160 MB); don't start one that has no time left to measure
+    if (Date.now() + (opts.warmupS + opts.durationS + 2) * 1000 + 30_000 > deadline) {
+      skipped.push(`${stackLabel} (time budget)`);
+      for (const batching of modes) await measure(row(batching), null, model.body, ["skipped: out of the run's time budget"], "");
+      return;
+    }
+    say(`${stackLabel}: starting nats-server, gateway, worker(s) and uploading…`);
+    const code = codeFingerprint(ROOT);
+    const codeNote = code === machine.code ? [] : [`jetshard's code changed since the run started (code ${machine.code} → ${code})`];
+    let stack: JetshardStack | null = null;
+    let stackError: string | null = null;
+    try {
+      stack = await startJetshard(workers);
+    } catch (err) {
+      failures++;
+      stackError = `jetshard did not start: ${errMsg(err)}`;
+    }
+    // upload every batching variant first, so no upload lands inside a measurement
+    const variants: Array<{ batching: "off" | "on"; url: string | null; notes: string[] }> = [];
+    for (const batching of modes) {
+      const notes = [...codeNote, ...(stackError ? [stackError] : [])];
+      let url: string | null = null;
+      if (stack) {
+        const name = `${model.name}-batch-${batching}`;
+        try {
+          notes.push(...(await stack.upload(name, model.file, { ...BATCHING[batching], ...(shards > 1 ? { shards: String(shards) } : {}) })));
+          await stack.waitReady(name, 60_000);
+          say(`${stackLabel}: ${name} uploaded and ready`);
+          url = inferUrl(stack.base, name);
+        } catch (err) {
+          failures++;
+          notes.push(`setup failed: ${errMsg(err)}${deadChildren(stack)}`);
+        }
+      }
+      variants.push({ batching, url, notes });
+    }
+    for (const v of variants) {
+      if (v.url) {
+        try {
+          await prime(v.url, model.body, 8, primeTimeoutMs(model));
+          await warmUp(v.url, model.body);
+        } catch (err) {
+          failures++;
+          v.notes.push(`never answered: ${errMsg(err)}${stack ? deadChildren(stack) : ""}`);
+          v.url = null;
+        }
+      }
+      await measure(row(v.batching), v.url, model.body, v.notes, `${model.name} jetshard batching ${v.batching}, ${shards} shard${shards === 1 ? "" : "s"}`);
+    }
+    if (stack) {
+      // wait for a heartbeat, so the processed counts cover the last run
+      await sleep(HEARTBEAT_MS + 200);
+      deployments[stackLabel] = await stack.workers().catch((err) => [`could not list workers: ${errMsg(err)}`]);
+      await stack.stop();
+      logs[stackLabel] = stack.logs();
+      observations.push(...stack.observations.map((o) => `${stackLabel}: ${o}`));
+    }
+  }
+
+  for (const name of opts.models) {
+    say(`${name}: building ${MODEL_SPECS[name].description}…`);
+    const model = await buildModel(name, tmp);
+    bodies.push(`${name} ${model.body.length} B`);
+
+    say(`${name}: in-process ORT, batch 1 and 32…`);
+    for (const r of await measureInProcess(model.file, model.inputWidth, [1, 32], opts.quick ? 1 : 2)) inProcess.push({ model: name, ...r });
+
+    // the baseline is measured before and after jetshard's runs: the difference shows how much the machine drifted
+    const plain = await setUpPlain(model);
+    await measure({ model: name, system: "plain", phase: "before" }, plain.url, model.body, plain.notes, `${name} plain (before)`);
+    for (const { shards, workers } of DEPLOYMENTS) await benchDeployment(model, shards, workers);
+    await measure({ model: name, system: "plain", phase: "after" }, plain.url, model.body, plain.notes, `${name} plain (after)`);
+    if (plain.server) {
+      await plain.server.stop();
+      logs[`${name}, plain server`] = { "plain-server": plain.server.child.logs() };
+    }
+  }
+
+  fillRatios(http);
+  const report: Report = {
+    startedAt: startedAt.toISOString(),
+    elapsedS: (Date.now() - startedAt.getTime()) / 1000,
+    loadAvg1mAtEnd: Math.round(os.loadavg()[0]! * 100) / 100,
+    codeAtEnd: codeFingerprint(ROOT),
+    mode: opts.quick ? "quick" : "full",
+    skipped,
+    machine,
+    settings: {
+      "measured s per run": opts.durationS,
+      "warmup s": `${opts.warmupS} per run (at the run's concurrency), plus ${opts.quick ? 2 : 3} at c=64 per fresh server and model`,
+      connections: CONNECTIONS.join(" and "),
+      "request timeout s": REQUEST_TIMEOUT_S,
+      "request bodies": bodies.join(", "),
+      "batching on": new URLSearchParams(BATCHING.on).toString(),
+      "batching off": new URLSearchParams(BATCHING.off).toString(),
+      "jetshard processes": "nats-server + gateway + 1 worker (1 shard) or 2 workers, each free to run either shard (2 shards)",
+      "worker concurrency": process.env.JETSHARD_WORKER_CONCURRENCY ?? "the worker's default (listed per worker below)",
+      "worker heartbeat ms": HEARTBEAT_MS,
+      "ORT intra-op threads": process.env.JETSHARD_ORT_INTRA_THREADS ?? "the worker's default",
+      "load generator": "autocannon in the harness process, sharing the CPU",
+    },
+    inProcess,
+    http,
+    targets: checkTargets(http),
+    observations,
+    deployments,
+    logs,
+  };
+  const markdown = renderMarkdown(report);
+  const file = await writeReport(opts.outDir, report, markdown);
+  process.stdout.write(`\n${markdown}\n`);
+  say(`written: ${path.relative(process.cwd(), file)} (and latest.md, latest.json) in ${report.elapsedS.toFixed(0)} s`);
+  if (failures) say(`${failures} configuration(s) failed; see the notes in the table`);
+  return failures ? 1 : 0;
+}
+
+let code = 1;
+try {
+  code = await main();
+} catch (err) {
+  say(`failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+} finally {
+  await stopAll();
+}
+process.exit(code);
