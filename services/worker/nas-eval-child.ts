@@ -8,7 +8,7 @@ import { pathToFileURL } from "node:url";
 import { checkMetrics, evaluateFnOf, type Architecture, type EvaluatorContext } from "#shared/nas/custom.js";
 import { evaluateBuiltins } from "#shared/nas/evaluators.js";
 import { buildModel, type Family } from "#shared/nas/families.js";
-import type { BuiltinEvaluatorSpec, ModuleEvaluatorSpec } from "#shared/nas/spec.js";
+import { naswotInput, type BuiltinEvaluatorSpec, type ModuleEvaluatorSpec } from "#shared/nas/spec.js";
 import { encodeModel } from "#shared/onnx/builder.js";
 import type { ChildMessage, EvalRequest } from "./nas-evaluator.js";
 
@@ -24,13 +24,15 @@ async function run(req: EvalRequest): Promise<Record<string, number>> {
     if (!builtIn) throw new Error('family "custom" needs a module evaluator');
     const ev = job.evaluator as unknown as BuiltinEvaluatorSpec;
     const model = buildModel(job.family as Family, job.point, familyOptions);
+    const uploaded = ev.input ? naswotInput(ev.input) : undefined;
     return evaluateBuiltins(model, ev.metrics, {
-      batch: ev.batch,
+      batch: uploaded?.batch ?? ev.batch,
+      input: uploaded?.values,
       runs: ev.runs,
       warmup: ev.warmup,
       seed: ev.seed,
       threads: ev.threads,
-      inputShape: familyOptions?.inputShape,
+      inputShape: uploaded?.sample ?? familyOptions?.inputShape,
       providers: req.providers,
     });
   }

@@ -550,6 +550,8 @@ export interface BuiltinOptions {
   threads?: number;
   /** ORT execution providers for latency and naswot (default: CPU). */
   providers?: string[];
+  /** NASWOT inputs instead of the synthetic dataset (`batch × prod(inputShape)` floats). */
+  input?: Float32Array;
 }
 
 /**
@@ -572,7 +574,7 @@ export async function evaluateBuiltins(m: AnyModel, metrics: readonly BuiltinEva
         out[METRIC_OUTPUT.latency] = (await latency(encodeModel(model), { inputShape: opts.inputShape, runs: opts.runs, warmup: opts.warmup, threads: opts.threads, providers: opts.providers })).p50Ms;
         break;
       case "naswot":
-        out[METRIC_OUTPUT.naswot] = await naswot(model, { batch: opts.batch, inputShape: opts.inputShape, seed: opts.seed, threads: opts.threads, providers: opts.providers });
+        out[METRIC_OUTPUT.naswot] = await naswot(model, { batch: opts.batch, inputShape: opts.inputShape, seed: opts.seed, threads: opts.threads, providers: opts.providers, input: opts.input });
         break;
     }
   }

@@ -39,6 +39,11 @@ export interface BuiltinEvaluatorSpec {
   seed?: number;
   /** ORT intra-op threads. */
   threads?: number;
+  /**
+   * NASWOT inputs instead of the synthetic dataset: a minibatch uploaded with the spec, `shape` [N, ...per-sample]
+   * and `data` as little-endian FP32 bytes in base64 (or plain numbers), row-major.
+   */
+  input?: { shape: number[]; data: string | number[] };
 }
 
 /** A user module that evaluates a trial; every other key is passed to it as an option. */
@@ -124,7 +129,32 @@ const builtinEvaluatorSchema = z.strictObject({
   warmup: int(0, 10_000).optional(),
   seed: int(0, 0xffffffff).optional(),
   threads: int(1, 1024).optional(),
+  input: z
+    .strictObject({
+      shape: z.array(int(1, 1 << 20)).min(2).max(8),
+      data: z.union([z.string().min(1), z.array(z.number())]),
+    })
+    .superRefine((inp, ctx) => {
+      const n = inp.shape.reduce((a, b) => a * b, 1);
+      const got = typeof inp.data === "string" ? Buffer.from(inp.data, "base64").byteLength / 4 : inp.data.length;
+      if (got !== n) ctx.addIssue({ code: "custom", path: ["data"], message: `shape [${inp.shape}] needs ${n} FP32 values, data has ${got}` });
+    })
+    .optional(),
 });
+
+/** The FP32 values of an uploaded NASWOT input. */
+export function naswotInput(input: { shape: number[]; data: string | number[] }): { batch: number; sample: number[]; values: Float32Array } {
+  const values =
+    typeof input.data === "string"
+      ? (() => {
+          const b = Buffer.from(input.data, "base64");
+          const copy = new Uint8Array(b.byteLength);
+          copy.set(b);
+          return new Float32Array(copy.buffer);
+        })()
+      : Float32Array.from(input.data);
+  return { batch: input.shape[0]!, sample: input.shape.slice(1), values };
+}
 
 const moduleEvaluatorSchema = z.looseObject({ module: z.string().min(1) });
 

@@ -23,6 +23,7 @@ const HELP = `Usage: npm run bench [-- options]
   --duration S       measured seconds per load run (default 10; quick 3)
   --warmup S         discarded warmup seconds before each load run (default 2; quick 1)
   --out DIR          results folder (default bench-results/)
+  --connections LIST concurrency levels to load with (default 1,64; the targets are judged at 1 and 64)
   -h, --help         this text
 
 Worker knobs pass through from the environment (JETSHARD_WORKER_CONCURRENCY, JETSHARD_ORT_INTRA_THREADS, ...).`;
@@ -63,6 +64,7 @@ interface Options {
   durationS: number;
   warmupS: number;
   outDir: string;
+  connections: number[];
 }
 
 function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
@@ -74,6 +76,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
       duration: { type: "string" },
       warmup: { type: "string" },
       out: { type: "string" },
+      connections: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -96,6 +99,13 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     durationS: num(values.duration, quick ? 3 : 10, "duration"),
     warmupS: num(values.warmup, quick ? 1 : 2, "warmup"),
     outDir: path.resolve(values.out ?? path.join(ROOT, "bench-results")),
+    connections: (values.connections ?? CONNECTIONS.join(","))
+      .split(",")
+      .map((v) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 1) throw new Error(`--connections: "${v}" is not a positive integer`);
+        return n;
+      }),
   };
 }
 
@@ -134,7 +144,7 @@ async function main(): Promise<number> {
 
   /** Measures one configuration at every concurrency, appending rows; `url` null = it could not be set up. */
   async function measure(base: Omit<HttpRow, "connections" | "result" | "ratio" | "notes">, url: string | null, body: string, notes: string[], label: string) {
-    for (const c of CONNECTIONS) {
+    for (const c of opts.connections) {
       const row: HttpRow = { ...base, connections: c, result: null, ratio: null, notes: [...notes] };
       http.push(row);
       if (!url) continue;
@@ -275,7 +285,7 @@ async function main(): Promise<number> {
     settings: {
       "measured s per run": opts.durationS,
       "warmup s": `${opts.warmupS} per run (at the run's concurrency), plus ${opts.quick ? 2 : 3} at c=64 per fresh server and model`,
-      connections: CONNECTIONS.join(" and "),
+      connections: opts.connections.join(" and "),
       "request timeout s": REQUEST_TIMEOUT_S,
       "request bodies": bodies.join(", "),
       "batching on": new URLSearchParams(BATCHING.on).toString(),
