@@ -451,6 +451,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       const sessionOptions: ort.InferenceSession.SessionOptions = {
         executionProviders: executionProviders(device) as never,
         graphOptimizationLevel: "all",
+        ...(config.ortSpin ? {} : { extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } } }),
         ...(config.ortIntraOpThreads > 0 ? { intraOpNumThreads: config.ortIntraOpThreads } : {}),
         ...(config.ortInterOpThreads > 0 ? { interOpNumThreads: config.ortInterOpThreads } : {}),
       };
