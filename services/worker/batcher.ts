@@ -109,10 +109,18 @@ export class Batcher {
     const due = rows >= this.cfg.maxBatchSize || this.cfg.preferredBatchSizes.includes(rows) || waitedUs >= this.cfg.maxQueueDelayUs;
     if (!due) {
       if (!this.timer) {
-        this.timer = setTimeout(() => {
-          this.timer = null;
-          this.schedule();
-        }, Math.max(0, (this.cfg.maxQueueDelayUs - waitedUs) / 1000));
+        const remainingUs = this.cfg.maxQueueDelayUs - waitedUs;
+        // Node's timers fire no sooner than 1 ms: wait out sub-millisecond delays one loop turn at a time
+        this.timer =
+          remainingUs < 1000
+            ? (setImmediate(() => {
+                this.timer = null;
+                this.schedule();
+              }) as unknown as NodeJS.Timeout)
+            : setTimeout(() => {
+                this.timer = null;
+                this.schedule();
+              }, remainingUs / 1000);
       }
       return;
     }
@@ -152,6 +160,7 @@ export class Batcher {
     for (const [k, v] of this.queues) if (v.length === 0) this.queues.delete(k);
     if (this.timer && !this.oldest()) {
       clearTimeout(this.timer);
+      clearImmediate(this.timer as unknown as NodeJS.Immediate);
       this.timer = null;
     }
     return batch;

@@ -347,7 +347,9 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     const env = jobEnvelope(m, model);
     const attempt = m.info.deliveryCount;
     const track = m.headers?.get(HEADERS.track) === "1";
-    const jlog = log.child({ jobId: env.id, model, shard: index, attempt });
+    // a child logger only when something is logged: most jobs log nothing, and creating one per job costs
+    let child: Logger | undefined;
+    const jlog = () => (child ??= log.child({ jobId: env.id, model, shard: index, attempt }));
     let meta: ResultMeta;
     let outputs: Tensor[] = [];
     let job: Job | undefined;
@@ -357,7 +359,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       job.msgId = m.headers?.get(HEADERS.msgId) || job.id;
       const claimed = track && index === 0 ? await transient(() => claim(job!, attempt), "recording the job as running") : true;
       if (!claimed) {
-        jlog.info("job already finished or cancelled; skipping");
+        jlog().info("job already finished or cancelled; skipping");
         m.ack();
         return;
       }
@@ -380,18 +382,18 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       let je = toJobError(err, "INFERENCE_FAILED");
       // NATS trouble is not the job's fault: retry up to the delivery cap without spending its attempts
       if (je.code === "NATS_UNAVAILABLE" && attempt < config.maxDeliver && !stopping) {
-        jlog.warn({ err: je }, "NATS unavailable; job will be redelivered");
+        jlog().warn({ err: je }, "NATS unavailable; job will be redelivered");
         m.nak(retryDelayMs(1, config.retryBaseMs));
         return;
       }
       if (je.retryable && attempt < config.maxAttempts && !stopping) {
-        jlog.warn({ err: je }, "retryable failure; will be redelivered");
+        jlog().warn({ err: je }, "retryable failure; will be redelivered");
         m.nak(retryDelayMs(attempt, config.retryBaseMs));
         return;
       }
       if (je.retryable) je = new JobError(je.code, `failed after ${attempt} attempts: ${je.message}`, { cause: je });
-      if (je.status >= 500) jlog.error({ err: je }, "job failed");
-      else jlog.info({ code: je.code, reason: je.message }, "job rejected");
+      if (je.status >= 500) jlog().error({ err: je }, "job failed");
+      else jlog().info({ code: je.code, reason: je.message }, "job rejected");
       failed++;
       meta = { kind: "result", id: job?.id ?? env.id, model, version: job?.version, requestId: job?.requestId, ok: false, error: je.toJSON(), worker: id, attempt };
       // a sync caller already has its 4xx; dead-letter what nobody else will see, and everything that is our fault
@@ -401,7 +403,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
           // copy first: once acked, a work-queue stream deletes the job
           await deadLetter(infra, { jobId: meta.id, subject: m.subject, data: m.data, headers: m.headers, error: je, attempts: attempt });
         } catch (dlqErr) {
-          jlog.warn({ err: dlqErr }, "could not dead-letter; job will be redelivered");
+          jlog().warn({ err: dlqErr }, "could not dead-letter; job will be redelivered");
           m.nak(retryDelayMs(attempt, config.retryBaseMs));
           return;
         }
@@ -420,7 +422,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       await collect(job?.claim);
     } catch (err) {
       // The result is not durable: let JetStream redeliver the job rather than lose it.
-      jlog.warn({ err }, "could not store result; job will be redelivered");
+      jlog().warn({ err }, "could not store result; job will be redelivered");
       m.nak(retryDelayMs(attempt, config.retryBaseMs));
     }
   }
