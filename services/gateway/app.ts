@@ -20,6 +20,7 @@ import { HEADER_LENGTH, binaryOutputs, encodeBinaryResponse, splitBinaryBody, te
 import { experimentRoutes } from "./experiments.js";
 import { jobRoutes } from "./jobs-routes.js";
 import { readJson } from "./body.js";
+import { renderDashboard } from "./dashboard.js";
 import { parseDurationMs } from "#shared/jobs.js";
 import { Metrics } from "./metrics.js";
 
@@ -273,6 +274,10 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
   app.route("/v1/experiments", experimentRoutes({ config, log, infra }));
   app.use("/v1/jobs", jsonLimit);
   app.route("/v1", jobRoutes({ config, log, infra, client, models }));
+
+  app.get("/", (c) =>
+    c.html(renderDashboard({ version: SERVER_VERSION, workers: liveWorkers().sort((a, b) => a.id.localeCompare(b.id)), models: models.values().sort((a, b) => a.name.localeCompare(b.name)), coverage: (m) => coverage(m, pickVersion(m)) })),
+  );
 
   app.get("/metrics", (c) => c.text(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4" }));
 

@@ -56,4 +56,9 @@ t.test("HTTP and direct NATS inference through JetStream to two workers", async 
   t.same(meta, { name: "mlp8", versions: ["1"], platform: "onnxruntime_onnx", inputs: putBody.inputs, outputs: [{ name: "output", datatype: "FP32", shape: [-1, 5] }] });
   const workers = ((await (await fetch(`${gw.url}/v1/workers`)).json()) as any);
   t.equal(workers.workers.length, 2, "both workers registered");
+  const page = await fetch(`${gw.url}/`);
+  t.match(page.headers.get("content-type"), /text\/html/);
+  const html = await page.text();
+  t.match(html, /Workers \(2 live\)/, "dashboard lists the workers");
+  t.match(html, /<a href="\/v1\/models\/mlp8">mlp8<\/a>/, "and the model");
 });
