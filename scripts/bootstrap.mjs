@@ -76,10 +76,15 @@ switch (mode) {
     if (!process.env.JETSHARD_NATS_URL) ensureNatsServer();
     run(process.execPath, [path.join(root, "bin/jetshard.js"), "up", ...args]);
     break;
-  case "test":
+  case "test": {
     ensureNatsServer();
+    // types first: strict TypeScript is part of the contract, and a type error is a failed build
+    say("type-checking (tsc --noEmit)…");
+    const tsc = spawnSync(process.execPath, [path.join(root, "node_modules/typescript/bin/tsc"), "--noEmit", "-p", root], { cwd: root, stdio: "inherit" });
+    if (tsc.status !== 0) fail("type check failed.");
     run(process.execPath, [path.join(root, "node_modules/tap/dist/esm/run.mjs"), ...args]);
     break;
+  }
   case "bench":
     ensureNatsServer();
     run(process.execPath, ["--import", "tsx", path.join(root, "test/bench/run.ts"), ...args]);

@@ -3,7 +3,6 @@
  * otherwise the worker serves everything when it all fits its memory budget, and else picks the shards with
  * the fewest live replicas elsewhere until the budget is used.
  */
-import { createHash } from "node:crypto";
 import type { ModelRecord } from "#shared/wire.js";
 
 export interface ShardRef {

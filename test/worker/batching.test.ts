@@ -2,7 +2,6 @@ import t from "tap";
 import * as ort from "onnxruntime-node";
 import { JetshardClient } from "#shared/client.js";
 import { ElemType, encodeModel, floatTensor, mlp, model, node, randomFloats, rng, valueInfo } from "#shared/onnx/builder.js";
-import { addModel } from "#shared/model-repo.js";
 import { datatypeFromOrt, type Tensor, type TypedArray } from "#shared/tensor.js";
 import { Batcher } from "../../services/worker/batcher.js";
 import { Semaphore } from "../../services/worker/semaphore.js";
