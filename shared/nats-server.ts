@@ -65,6 +65,11 @@ export interface StartOptions {
   /** A config file to use as is (jetshard up); ports are then learned from it via ports_file_dir. */
   configFile?: string;
   workDir?: string;
+  /**
+   * Kill the server if this process dies without stopping it (a test runner timing out a file), through a small
+   * watchdog shell, so no orphan servers pile up.
+   */
+  watchParent?: boolean;
 }
 
 /** Starts nats-server with JetStream on loopback and resolves once it accepts clients. */
@@ -96,6 +101,14 @@ export async function startNatsServer(opts: StartOptions = {}): Promise<RunningN
   proc.stderr?.on("data", (d: Buffer) => {
     err = (err + d.toString()).slice(-8000);
   });
+  if (opts.watchParent) {
+    const watchdog = spawn(
+      "sh",
+      ["-c", `while kill -0 ${process.pid} 2>/dev/null && kill -0 ${proc.pid} 2>/dev/null; do sleep 1; done; kill -0 ${process.pid} 2>/dev/null || kill -9 ${proc.pid} 2>/dev/null`],
+      { detached: true, stdio: "ignore" },
+    );
+    watchdog.unref();
+  }
   const ports = await waitForPortsFile(portsDir, proc.pid!, proc, 15_000, () => err);
   const url = ports.nats![0]!.replace("0.0.0.0", "127.0.0.1");
   const port = Number(new URL(url).port);

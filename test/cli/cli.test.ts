@@ -2,7 +2,6 @@ import t from "tap";
 import { execFile, spawn } from "node:child_process";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import net from "node:net";
-import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { encodeModel, mlp } from "#shared/onnx/builder.js";
@@ -48,7 +47,7 @@ t.test("every command has --help", async (t) => {
 t.test("model add, list, infer, workers and rm from the command line", async (t) => {
   const stack = await startStack(t);
   const env = { JETSHARD_NATS_URL: stack.nats.url, JETSHARD_WORKER_TTL_MS: stack.env.JETSHARD_WORKER_TTL_MS! };
-  const dir = await mkdtemp(path.join(os.tmpdir(), "jetshard-cli-"));
+  const dir = await mkdtemp(path.join(stack.config.dataDir, "cli-"));
   const file = path.join(dir, "m.onnx");
   await writeFile(file, encodeModel(mlp({ layers: [2, 2], seed: 4 })));
 

@@ -1,7 +1,6 @@
 import t from "tap";
 import { spawn } from "node:child_process";
 import { mkdtemp, writeFile } from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { ROOT, startStack } from "../helpers/stack.js";
 import { controller } from "../helpers/nas.js";
@@ -22,7 +21,7 @@ t.test("jetshard nas run follows an experiment to the end and nas show reports i
   const stack = await startStack(t);
   await stack.worker();
   await controller(t, stack);
-  const dir = await mkdtemp(path.join(os.tmpdir(), "jetshard-nas-cli-"));
+  const dir = await mkdtemp(path.join(stack.config.dataDir, "nas-cli-"));
   const specFile = path.join(dir, "spec.json");
   const spec = {
     name: "cli-mlp",

@@ -18,7 +18,7 @@ export interface TestNats {
 }
 
 export async function startTestNats(t: Test, opts: { extra?: string } = {}): Promise<TestNats> {
-  let srv = await startNatsServer({ extra: opts.extra });
+  let srv = await startNatsServer({ extra: opts.extra, watchParent: true });
   const workDir = path.dirname(srv.storeDir);
   const port = srv.port;
   const h: TestNats = {
@@ -28,7 +28,7 @@ export async function startTestNats(t: Test, opts: { extra?: string } = {}): Pro
     kill: () => srv.kill(),
     async restart() {
       await srv.kill();
-      srv = await startNatsServer({ port, storeDir: srv.storeDir, workDir, extra: opts.extra });
+      srv = await startNatsServer({ port, storeDir: srv.storeDir, workDir, extra: opts.extra, watchParent: true });
     },
     async stop() {
       await srv.stop();

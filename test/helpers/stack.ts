@@ -3,7 +3,7 @@
  * and workers (built exactly as main.ts builds them), and worker child processes for crash tests.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { Test } from "tap";
@@ -32,6 +32,9 @@ export interface Stack {
 export async function startStack(t: Test, extraEnv: Record<string, string> = {}, opts: { natsExtra?: string } = {}): Promise<Stack> {
   const nats = await startTestNats(t, { extra: opts.natsExtra });
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "jetshard-test-"));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  /** A model cache dir for one worker, inside the stack's data dir (removed with it). */
+  const cacheDir = () => mkdtemp(path.join(dataDir, "cache-"));
   const env: Record<string, string> = {
     JETSHARD_NATS_URL: nats.url,
     JETSHARD_HOST: "127.0.0.1",
@@ -58,7 +61,7 @@ export async function startStack(t: Test, extraEnv: Record<string, string> = {},
       return g;
     },
     async worker(more = {}) {
-      const cfg = loadConfig({ ...env, JETSHARD_CACHE_DIR: await mkdtemp(path.join(os.tmpdir(), "jetshard-cache-")), ...more });
+      const cfg = loadConfig({ ...env, JETSHARD_CACHE_DIR: await cacheDir(), ...more });
       const w = createWorker({ config: cfg, log: log() });
       await w.start();
       t.teardown(() => w.stop());
@@ -67,7 +70,7 @@ export async function startStack(t: Test, extraEnv: Record<string, string> = {},
     async workerProcess(more = {}) {
       const child = spawn(process.execPath, ["--import", "tsx", path.join(ROOT, "services/cli/main.ts"), "worker"], {
         cwd: ROOT,
-        env: { ...process.env, ...env, JETSHARD_LOG_LEVEL: "info", JETSHARD_CACHE_DIR: await mkdtemp(path.join(os.tmpdir(), "jetshard-cache-")), ...more },
+        env: { ...process.env, ...env, JETSHARD_LOG_LEVEL: "info", JETSHARD_CACHE_DIR: await cacheDir(), ...more },
         stdio: ["ignore", "pipe", "pipe"],
       });
       t.teardown(() => {
