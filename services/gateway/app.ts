@@ -108,9 +108,14 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
   metrics.gauge("jetshard_workers_live", () => liveWorkers().length);
   metrics.gauge("jetshard_models", () => models.values().length);
 
-  function modelOr404(name: string): ModelRecord {
-    const rec = models.get(name);
+  /**
+   * The model's record from the mirror, or, on a miss, read through from KV: a model added a moment ago by the CLI
+   * or another gateway is served before the watch delivers it. Throws MODEL_NOT_FOUND.
+   */
+  async function modelOr404(name: string): Promise<ModelRecord> {
+    const rec = models.get(name) ?? (await getModel(infra, name).catch(() => null));
     if (!rec) throw new JobError("MODEL_NOT_FOUND", `model "${name}" not found`);
+    if (!models.get(name)) models.apply(name, rec);
     return rec;
   }
 
@@ -170,15 +175,15 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
   });
   app.get("/v2", (c) => c.json({ name: "jetshard", version: SERVER_VERSION, extensions: ["model_repository", "binary_tensor_data"] }));
 
-  const metadata = (c: Context) => {
-    const rec = modelOr404(c.req.param("model")!);
+  const metadata = async (c: Context) => {
+    const rec = await modelOr404(c.req.param("model")!);
     return c.json(v2Metadata(rec, pickVersion(rec, versionParam(c))));
   };
   app.get("/v2/models/:model", metadata);
   app.get("/v2/models/:model/versions/:version", metadata);
 
-  const ready = (c: Context) => {
-    const rec = modelOr404(c.req.param("model")!);
+  const ready = async (c: Context) => {
+    const rec = await modelOr404(c.req.param("model")!);
     const mv = pickVersion(rec, versionParam(c));
     const cov = coverage(rec, mv);
     const serving = Math.min(...cov.map((x) => x.workers.length));
@@ -192,7 +197,7 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
 
   const infer = async (c: Context) => {
     const name = c.req.param("model")!;
-    const rec = modelOr404(name);
+    const rec = await modelOr404(name);
     const mv = pickVersion(rec, versionParam(c));
     const headerLength = c.req.header(HEADER_LENGTH);
     let body: unknown;
@@ -255,8 +260,8 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
         .map((r) => ({ name: r.name, latest: r.latest, versions: r.versions.map((v) => v.version), shards: pickVersion(r).shards.length, workers: servingCount(r, pickVersion(r)) })),
     }),
   );
-  app.get("/v1/models/:model", (c) => {
-    const rec = modelOr404(c.req.param("model"));
+  app.get("/v1/models/:model", async (c) => {
+    const rec = await modelOr404(c.req.param("model"));
     const latest = pickVersion(rec);
     return c.json({ ...rec, coverage: coverage(rec, latest), ready: servingCount(rec, latest) > 0 });
   });
@@ -273,7 +278,7 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
 
   app.route("/v1/experiments", experimentRoutes({ config, log, infra }));
   app.use("/v1/jobs", jsonLimit);
-  app.route("/v1", jobRoutes({ config, log, infra, client, models }));
+  app.route("/v1", jobRoutes({ config, log, infra, client, lookupModel: modelOr404 }));
 
   app.get("/", (c) =>
     c.html(renderDashboard({ version: SERVER_VERSION, workers: liveWorkers().sort((a, b) => a.id.localeCompare(b.id)), models: models.values().sort((a, b) => a.name.localeCompare(b.name)), coverage: (m) => coverage(m, pickVersion(m)) })),

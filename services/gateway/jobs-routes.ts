@@ -8,7 +8,6 @@ import type { JetshardConfig } from "#shared/config.js";
 import { deleteDeadLetter, listDeadLetters } from "#shared/dlq.js";
 import { JobError } from "#shared/errors.js";
 import { JOB_STATUSES, cancelJob, listJobs, parseDurationMs, replayJob, waitJob, type JobRecord } from "#shared/jobs.js";
-import type { KvMirror } from "#shared/kv-mirror.js";
 import type { Logger } from "#shared/log.js";
 import { pickVersion } from "#shared/model-repo.js";
 import type { Infra } from "#shared/nats.js";
@@ -29,7 +28,7 @@ const SubmitSchema = z.object({
   timeout: z.union([z.number(), z.string()]).optional(),
 });
 
-export function jobRoutes({ config, log, infra, client, models }: { config: JetshardConfig; log: Logger; infra: Infra; client: JetshardClient; models: KvMirror<ModelRecord> }) {
+export function jobRoutes({ config, log, infra, client, lookupModel }: { config: JetshardConfig; log: Logger; infra: Infra; client: JetshardClient; lookupModel: (name: string) => Promise<ModelRecord> }) {
   const app = new Hono();
 
   async function withResult(rec: JobRecord) {
@@ -42,8 +41,7 @@ export function jobRoutes({ config, log, infra, client, models }: { config: Jets
 
   app.post("/jobs", async (c) => {
     const req = await readJson(c, SubmitSchema);
-    const rec = models.get(req.model);
-    if (!rec) throw new JobError("MODEL_NOT_FOUND", `model "${req.model}" not found`);
+    const rec = await lookupModel(req.model);
     const mv = pickVersion(rec, req.version);
     const inputs = tensorsFromJson({ inputs: req.inputs });
     validateInputs(req.model, mv.inputs, inputs);
