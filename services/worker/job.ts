@@ -51,8 +51,7 @@ function deadlineOf(m: JsMsg): number | undefined {
 }
 
 /** Parses a job for shard 0. Throws JobError (never retryable: a bad message stays bad). */
-export function parseJob(m: JsMsg, model: string): Job {
-  const env = jobEnvelope(m, model);
+export function parseJob(m: JsMsg, model: string, env = jobEnvelope(m, model)): Job {
   const deadline = deadlineOf(m);
   const versionH = m.headers?.get(HEADERS.modelVersion);
   if (env.format === "frame") {
@@ -89,8 +88,7 @@ export function parseJob(m: JsMsg, model: string): Job {
 }
 
 /** Parses a pipeline hop for shard `stage` ≥ 1, fetching claim-checked activations. */
-export async function parseStage(m: JsMsg, model: string, stage: number, infra: Infra): Promise<Job> {
-  const env = jobEnvelope(m, model);
+export async function parseStage(m: JsMsg, model: string, stage: number, infra: Infra, env = jobEnvelope(m, model)): Promise<Job> {
   let { meta, tensors } = decodeFrame(m.data);
   const parsed = StageMetaSchema.safeParse(meta);
   if (!parsed.success) throw new JobError("BAD_REQUEST", `stage frame: ${zodMessage(parsed.error)}`);

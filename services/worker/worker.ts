@@ -354,7 +354,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     let outputs: Tensor[] = [];
     let job: Job | undefined;
     try {
-      job = index === 0 ? parseJob(m, model) : await parseStage(m, model, index, infra);
+      job = index === 0 ? parseJob(m, model, env) : await parseStage(m, model, index, infra, env);
       job.track = track;
       job.msgId = m.headers?.get(HEADERS.msgId) || job.id;
       const claimed = track && index === 0 ? await transient(() => claim(job!, attempt), "recording the job as running") : true;
