@@ -14,6 +14,7 @@ import { HEADERS, STREAMS, subjects } from "./subjects.js";
 import type { Tensor } from "./tensor.js";
 import { encodeFrame, type JobMeta } from "./wire.js";
 import { connectNats, openInfra, type Infra } from "./nats.js";
+import { loadConfig } from "./config.js";
 import { createJob, getJob, jobIdFromKey, type JobRecord } from "./jobs.js";
 
 export interface InferOptions {
@@ -87,7 +88,7 @@ export class JetshardClient {
   }
 
   private infra(): Promise<Infra> {
-    this.infraP ??= openInfra(this.nc, { workerTtlMs: 15_000, resultRetentionMs: 3600_000 });
+    this.infraP ??= openInfra(this.nc, loadConfig());
     return this.infraP;
   }
 

@@ -36,6 +36,11 @@ export const JobRecordSchema = z.object({
 });
 export type JobRecord = z.infer<typeof JobRecordSchema>;
 
+/** The record of a job nobody recorded yet (published straight to NATS, or its record expired): queued, no attempts. */
+export function newJobRecord(id: string, model: string, queuedAt = Date.now()): JobRecord {
+  return { id, model, status: "queued", priority: "normal", attempts: 0, queuedAt };
+}
+
 /** A job id from an idempotency key: the key itself when it is token-safe, else a hash of it. */
 export function jobIdFromKey(key: string): string {
   if (/^[A-Za-z0-9_-]{1,64}$/.test(key)) return key;

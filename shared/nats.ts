@@ -164,7 +164,8 @@ function openObjectStore(objm: Objm, name: string, opts: { ttl?: number }): Prom
   return createOrOpen(() => objm.create(name, { storage: StorageType.File, ...opts }), () => objm.open(name));
 }
 
-function openKv(kvm: Kvm, name: string, opts: { ttl?: number; history?: number }): Promise<KV> {
+/** Creates (or binds to) a file-backed KV bucket, safe to race with other processes doing the same. */
+export function openKv(kvm: Kvm, name: string, opts: { ttl?: number; history?: number }): Promise<KV> {
   return createOrOpen(() => kvm.create(name, { ...opts, storage: StorageType.File }), () => kvm.open(name));
 }
 

@@ -250,3 +250,8 @@ export const WorkerInfoSchema = z.object({
   updatedAt: z.number(),
 });
 export type WorkerInfo = z.infer<typeof WorkerInfoSchema>;
+
+/** Whether a registry entry is live: its last heartbeat is younger than the workers' TTL. */
+export function isLive(w: Pick<WorkerInfo, "updatedAt">, ttlMs: number, now = Date.now()): boolean {
+  return now - w.updatedAt < ttlMs;
+}

@@ -10,7 +10,7 @@ import { addModel, deleteModel, listModels } from "#shared/model-repo.js";
 import { connectNats, openInfra, type Infra } from "#shared/nats.js";
 import { typedArrayToJson, type Tensor } from "#shared/tensor.js";
 import { tensorsFromJson } from "#shared/validate.js";
-import { InferRequestSchema, WorkerInfoSchema, zodMessage } from "#shared/wire.js";
+import { InferRequestSchema, WorkerInfoSchema, isLive, zodMessage } from "#shared/wire.js";
 import { parse, UsageError } from "./args.js";
 
 const HELP: Record<string, string> = {
@@ -192,7 +192,7 @@ async function cmdWorkers(argv: string[]): Promise<void> {
       const e = await infra.workers.get(k);
       if (e?.operation === "PUT" && e.value.length) {
         const w = WorkerInfoSchema.parse(e.json());
-        if (Date.now() - w.updatedAt < config.workerTtlMs) out.push(w);
+        if (isLive(w, config.workerTtlMs)) out.push(w);
       }
     }
     return out;

@@ -15,7 +15,7 @@ import { addModel, checkModelName, deleteModel, getModel, pickVersion } from "#s
 import type { Infra } from "#shared/nats.js";
 import { toV2Json } from "#shared/results.js";
 import { tensorsFromJson, validateInputs, validateOutputs } from "#shared/validate.js";
-import { InferRequestSchema, zodMessage, type ModelRecord, type ModelVersion, type WorkerInfo } from "#shared/wire.js";
+import { InferRequestSchema, isLive, zodMessage, type ModelRecord, type ModelVersion, type WorkerInfo } from "#shared/wire.js";
 import { HEADER_LENGTH, binaryOutputs, encodeBinaryResponse, splitBinaryBody, tensorsFromBinaryRequest } from "#shared/binary.js";
 import { experimentRoutes } from "./experiments.js";
 import { jobRoutes } from "./jobs-routes.js";
@@ -97,7 +97,7 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
   const app = new Hono();
   const metrics = new Metrics();
 
-  const liveWorkers = () => workers.values().filter((w) => Date.now() - w.updatedAt < config.workerTtlMs);
+  const liveWorkers = () => workers.values().filter((w) => isLive(w, config.workerTtlMs));
   /** Live workers per shard of a model version: a sharded model is ready only when every shard has one. */
   const coverage = (rec: ModelRecord, mv: ModelVersion) => {
     const live = liveWorkers();

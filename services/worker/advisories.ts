@@ -7,7 +7,7 @@
 import { AckPolicy, type ConsumerMessages } from "@nats-io/jetstream";
 import { deadLetter } from "#shared/dlq.js";
 import { JobError } from "#shared/errors.js";
-import { TERMINAL, updateJob } from "#shared/jobs.js";
+import { TERMINAL, newJobRecord, updateJob } from "#shared/jobs.js";
 import type { Logger } from "#shared/log.js";
 import type { Infra } from "#shared/nats.js";
 import { encodeResult } from "#shared/results.js";
@@ -40,7 +40,7 @@ export function createAdvisoryProcessor({ infra, log: root, workerId }: { infra:
     if (reply) infra.nc.publish(reply, body);
     await infra.js.publish(subjects.result(jobId), body, { msgID: `result-${jobId}` });
     if (sm.header?.get(HEADERS.track) === "1") {
-      await updateJob(infra, jobId, (r) => (r && TERMINAL.has(r.status) ? null : { ...(r ?? { id: jobId, model, priority: "normal", attempts, queuedAt: Date.now() }), status: "failed", attempts, error: error.toJSON(), finishedAt: Date.now() }));
+      await updateJob(infra, jobId, (r) => (r && TERMINAL.has(r.status) ? null : { ...(r ?? newJobRecord(jobId, model)), status: "failed", attempts, error: error.toJSON(), finishedAt: Date.now() }));
     }
     await infra.jsm.streams.deleteMessage(STREAMS.jobs, sm.seq).catch(() => undefined);
     log.warn({ jobId, attempts, consumer: advisory.consumer }, "job dead-lettered after max deliveries");

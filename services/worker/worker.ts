@@ -19,10 +19,10 @@ import { connectNats, openInfra, type Infra } from "#shared/nats.js";
 import { encodeResult } from "#shared/results.js";
 import { HEADERS, STREAMS, consumerName, highConsumerName, subjects } from "#shared/subjects.js";
 import { deadLetter } from "#shared/dlq.js";
-import { TERMINAL, updateJob, type JobRecord } from "#shared/jobs.js";
+import { TERMINAL, newJobRecord, updateJob, type JobRecord } from "#shared/jobs.js";
 import { datatypeFromOrt, ortType, type Tensor, type TypedArray } from "#shared/tensor.js";
 import { validateInputs, validateOutputs } from "#shared/validate.js";
-import { ModelRecordSchema, WorkerInfoSchema, encodeFrame, type ModelRecord, type ResultMeta, type ShardInfo, type StageMeta, type WorkerInfo } from "#shared/wire.js";
+import { ModelRecordSchema, WorkerInfoSchema, encodeFrame, isLive, type ModelRecord, type ResultMeta, type ShardInfo, type StageMeta, type WorkerInfo } from "#shared/wire.js";
 import { detectDevice, executionProviders, type DeviceInfo } from "./device.js";
 import { jobEnvelope, parseJob, parseStage, type Job } from "./job.js";
 import { allShards, pickShards, serveFilter, shardKey } from "./placement.js";
@@ -181,7 +181,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
 
   /** Other live workers, as placement sees them. */
   function livePeers() {
-    return peers.values().filter((w) => w.id !== id && Date.now() - w.updatedAt <= config.workerTtlMs);
+    return peers.values().filter((w) => w.id !== id && isLive(w, config.workerTtlMs));
   }
 
   let reconciling: Promise<void> = Promise.resolve();
@@ -317,7 +317,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
         return null;
       }
       skip = false;
-      const base: JobRecord = r ?? { id: job.id, model: job.model, status: "queued", priority: "normal", attempts: 0, queuedAt: job.submittedAt ?? Date.now() };
+      const base = r ?? newJobRecord(job.id, job.model, job.submittedAt);
       return { ...base, status: "running", attempts: attempt, startedAt: Date.now(), worker: id };
     });
     return !skip;
@@ -327,7 +327,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
   async function finish(job: Pick<Job, "id" | "model">, patch: Partial<JobRecord> & { status: JobRecord["status"] }): Promise<void> {
     await updateJob(infra, job.id, (r) => {
       if (r && TERMINAL.has(r.status)) return null;
-      const base: JobRecord = r ?? { id: job.id, model: job.model, status: "queued", priority: "normal", attempts: 0, queuedAt: Date.now() };
+      const base = r ?? newJobRecord(job.id, job.model);
       return { ...base, ...patch, finishedAt: Date.now(), worker: id };
     });
   }

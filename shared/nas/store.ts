@@ -4,9 +4,8 @@
  * (and the other way round). Used by the gateway, the CLI, the controller and workers.
  */
 import { randomBytes, randomInt } from "node:crypto";
-import { StorageType } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import type { Infra } from "#shared/nats.js";
+import { openKv, type Infra } from "#shared/nats.js";
 import { STREAMS } from "#shared/subjects.js";
 import type { ExperimentSpec } from "./spec.js";
 import {
@@ -46,14 +45,6 @@ export interface ResumeChanges {
 
 const encoder = new TextEncoder();
 
-async function openBucket(kvm: Kvm, name: string): Promise<KV> {
-  try {
-    return await kvm.create(name, { storage: StorageType.File, history: 1 });
-  } catch {
-    return await kvm.open(name);
-  }
-}
-
 /** An experiment id: the spec name made token-safe, plus 6 random characters. */
 export function newExperimentId(name: string): string {
   const slug = name.replace(/[^A-Za-z0-9_-]/g, "-").slice(0, 40);
@@ -70,7 +61,7 @@ export class NasStore {
   /** Creates (or binds to) the `experiments` and `trials` buckets. */
   static async open(infra: Infra): Promise<NasStore> {
     const kvm = new Kvm(infra.nc);
-    const [experiments, trials] = await Promise.all([openBucket(kvm, NAS_BUCKETS.experiments), openBucket(kvm, NAS_BUCKETS.trials)]);
+    const [experiments, trials] = await Promise.all([openKv(kvm, NAS_BUCKETS.experiments, { history: 1 }), openKv(kvm, NAS_BUCKETS.trials, { history: 1 })]);
     return new NasStore(infra, experiments, trials);
   }
 
