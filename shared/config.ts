@@ -47,6 +47,28 @@ const EnvSchema = z.object({
   JETSHARD_NAS_CONCURRENCY: int(1, 1),
   JETSHARD_CONTROLLER_LEASE_MS: int(10_000, 500),
   JETSHARD_TRIAL_TIMEOUT_MS: int(600_000, 100),
+  // Trust boundary: HTTP authentication, NATS credentials and TLS, operator-registered evaluators
+  JETSHARD_AUTH: z.enum(["keys", "off"]).optional(),
+  JETSHARD_NATS_USER: z.string().optional(),
+  JETSHARD_NATS_PASSWORD: z.string().optional(),
+  JETSHARD_NATS_TOKEN: z.string().optional(),
+  JETSHARD_NATS_INBOX_PREFIX: z.string().regex(/^_INBOX(\.[A-Za-z0-9_-]+)*$/, "must be _INBOX or _INBOX.<token>[.<token>…]").optional(),
+  JETSHARD_NATS_TLS_CA: z.string().optional(),
+  JETSHARD_NATS_TLS_CERT: z.string().optional(),
+  JETSHARD_NATS_TLS_KEY: z.string().optional(),
+  JETSHARD_EVALUATORS_DIR: z.string().optional(),
+  // Limits, so one caller cannot take the service down
+  JETSHARD_MAX_SHARDS: int(16, 1),
+  JETSHARD_MAX_TRIALS: int(10_000, 1),
+  JETSHARD_MAX_TRIAL_CONCURRENCY: int(64, 1),
+  JETSHARD_MAX_TRIAL_TIMEOUT_MS: int(3_600_000, 100),
+  JETSHARD_MAX_WATCHERS: int(1_000, 1),
+  JETSHARD_MAX_LIST_LIMIT: int(1_000, 1),
+  // Per-tenant quotas (HTTP)
+  JETSHARD_QUOTA_MODELS: int(100, 1),
+  JETSHARD_QUOTA_VERSIONS: int(20, 1),
+  JETSHARD_QUOTA_MODEL_MB: int(10_240, 1),
+  JETSHARD_QUOTA_QUEUED_JOBS: int(10_000, 1),
 });
 
 export type JetshardConfig = ReturnType<typeof loadConfig>;
@@ -114,6 +136,48 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     controllerLeaseMs: e.JETSHARD_CONTROLLER_LEASE_MS,
     /** Default trial timeout when the experiment spec sets none. */
     trialTimeoutMs: e.JETSHARD_TRIAL_TIMEOUT_MS,
+    /**
+     * HTTP authentication: "keys" (API keys, tenants, scopes) or "off". Unset means off on a loopback address; a
+     * gateway bound to any other address refuses to start unless it is set explicitly.
+     */
+    auth: e.JETSHARD_AUTH,
+    /** NATS credentials and TLS for this process (user+password or token; CA, client cert and key files). */
+    nats: {
+      user: e.JETSHARD_NATS_USER || undefined,
+      password: e.JETSHARD_NATS_PASSWORD || undefined,
+      token: e.JETSHARD_NATS_TOKEN || undefined,
+      /** Reply subjects of this process live under this prefix (its NATS user may subscribe only there). */
+      inboxPrefix: e.JETSHARD_NATS_INBOX_PREFIX ?? (e.JETSHARD_NATS_USER ? `_INBOX.${e.JETSHARD_NATS_USER.replace(/[^A-Za-z0-9_-]/g, "_")}` : "_INBOX"),
+      tlsCa: e.JETSHARD_NATS_TLS_CA || undefined,
+      tlsCert: e.JETSHARD_NATS_TLS_CERT || undefined,
+      tlsKey: e.JETSHARD_NATS_TLS_KEY || undefined,
+    },
+    /** Directory of operator-registered NAS evaluator modules (a spec names one; never a path). Unset: none. */
+    evaluatorsDir: e.JETSHARD_EVALUATORS_DIR || undefined,
+    limits: {
+      /** Most pipeline stages one upload may ask for. */
+      maxShards: e.JETSHARD_MAX_SHARDS,
+      /** Most trials one experiment may run (maxTrials). */
+      maxTrials: e.JETSHARD_MAX_TRIALS,
+      /** Most trials one experiment may run at once. */
+      maxTrialConcurrency: e.JETSHARD_MAX_TRIAL_CONCURRENCY,
+      /** Longest trialTimeoutMs a spec may set. */
+      maxTrialTimeoutMs: e.JETSHARD_MAX_TRIAL_TIMEOUT_MS,
+      /** Long-poll watchers (GET /v1/jobs/{id}?wait=) one gateway holds at once; more get 429. */
+      maxWatchers: e.JETSHARD_MAX_WATCHERS,
+      /** Largest `limit` a list route accepts. */
+      maxListLimit: e.JETSHARD_MAX_LIST_LIMIT,
+    },
+    quotas: {
+      /** Models one tenant may own. */
+      models: e.JETSHARD_QUOTA_MODELS,
+      /** Versions kept per model. */
+      versions: e.JETSHARD_QUOTA_VERSIONS,
+      /** Model bytes (all versions and shards) one tenant may store. */
+      modelBytes: e.JETSHARD_QUOTA_MODEL_MB * 1024 * 1024,
+      /** Async jobs one tenant may have queued or running at once (counted per gateway). */
+      queuedJobs: e.JETSHARD_QUOTA_QUEUED_JOBS,
+    },
   };
 }
 
