@@ -14,7 +14,6 @@
  * consumer allows one delivery more than `maxDeliver`, and that extra delivery only records the failure,
  * so a trial whose workers keep dying still ends `failed` instead of staying `running` forever.
  */
-import path from "node:path";
 import { AckPolicy, DeliverPolicy, type Consumer, type JsMsg } from "@nats-io/jetstream";
 import type { Subscription } from "@nats-io/transport-node";
 import type { JetshardConfig } from "#shared/config.js";
@@ -22,7 +21,7 @@ import { deadLetter } from "#shared/dlq.js";
 import { JobError } from "#shared/errors.js";
 import type { Logger } from "#shared/log.js";
 import { NasStore } from "#shared/nas/store.js";
-import { isModuleEvaluator, type EvaluatorSpec } from "#shared/nas/spec.js";
+import { isCustomEvaluator, type EvaluatorSpec } from "#shared/nas/spec.js";
 import {
   ControlMessageSchema,
   FINAL_EXPERIMENT_STATUSES,
@@ -35,6 +34,7 @@ import {
 import type { Infra } from "#shared/nats.js";
 import { HEADERS, STREAMS } from "#shared/subjects.js";
 import { executionProviders, type DeviceInfo } from "./device.js";
+import { EvaluatorUnavailable, resolveCustomEvaluator } from "./evaluator-registry.js";
 import { EvaluatorProcess, type EvalOutcome } from "./nas-evaluator.js";
 
 export interface TrialRunnerDeps {
@@ -187,7 +187,16 @@ export function createTrialRunner({ infra, config, log: rootLog, workerId, devic
     }
 
     const evaluator = job.evaluator as unknown as EvaluatorSpec;
-    const modulePath = isModuleEvaluator(evaluator) ? path.resolve(process.cwd(), evaluator.module) : undefined;
+    let modulePath: string | undefined;
+    try {
+      // a trial job may come from an older gateway or straight from NATS: only registered evaluators run
+      if ("module" in evaluator) throw new EvaluatorUnavailable('evaluator.module is no longer supported: name an evaluator registered by the operator, {"custom": "<name>"}');
+      if (isCustomEvaluator(evaluator)) modulePath = await resolveCustomEvaluator(config.evaluatorsDir, evaluator.custom);
+    } catch (err) {
+      if (!(err instanceof EvaluatorUnavailable)) throw err;
+      tlog.warn({ reason: err.message }, "trial names an unusable evaluator");
+      return fail(m, job, err.message, { ...base, at: Date.now(), metrics: {}, intermediate: [], durationMs: 0 });
+    }
     const key = `${job.experimentId}.${job.trialId}`;
     const ac = new AbortController();
     if (stopping) {
