@@ -11,7 +11,7 @@ import { TERMINAL, newJobRecord, updateJob } from "#shared/jobs.js";
 import type { Logger } from "#shared/log.js";
 import type { Infra } from "#shared/nats.js";
 import { encodeResult } from "#shared/results.js";
-import { HEADERS, STREAMS, subjects } from "#shared/subjects.js";
+import { HEADERS, STREAMS, isReplySubject, subjects } from "#shared/subjects.js";
 import { isFrame } from "#shared/wire.js";
 
 export interface AdvisoryProcessor {
@@ -37,7 +37,7 @@ export function createAdvisoryProcessor({ infra, log: root, workerId }: { infra:
     const meta = { kind: "result" as const, id: jobId, model, ok: false, error: error.toJSON(), worker: workerId, attempt: attempts };
     const body = encodeResult(isFrame(sm.data) ? "frame" : "json", meta, []);
     const reply = sm.header?.get(HEADERS.reply);
-    if (reply) infra.nc.publish(reply, body);
+    if (reply && isReplySubject(reply)) infra.nc.publish(reply, body);
     await infra.js.publish(subjects.result(jobId), body, { msgID: `result-${jobId}` });
     if (sm.header?.get(HEADERS.track) === "1") {
       await updateJob(infra, jobId, (r) => (r && TERMINAL.has(r.status) ? null : { ...(r ?? newJobRecord(jobId, model)), status: "failed", attempts, error: error.toJSON(), finishedAt: Date.now() }));

@@ -17,7 +17,7 @@ import { pickVersion } from "#shared/model-repo.js";
 import { Batcher, type BatchingConfig } from "./batcher.js";
 import { connectNats, openInfra, type Infra } from "#shared/nats.js";
 import { encodeResult } from "#shared/results.js";
-import { HEADERS, STREAMS, consumerName, highConsumerName, subjects } from "#shared/subjects.js";
+import { HEADERS, STREAMS, consumerName, highConsumerName, isReplySubject, subjects } from "#shared/subjects.js";
 import { deadLetter } from "#shared/dlq.js";
 import { TERMINAL, newJobRecord, updateJob, type JobRecord } from "#shared/jobs.js";
 import { datatypeFromOrt, ortType, type Tensor, type TypedArray } from "#shared/tensor.js";
@@ -350,6 +350,10 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     // a child logger only when something is logged: most jobs log nothing, and creating one per job costs
     let child: Logger | undefined;
     const jlog = () => (child ??= log.child({ jobId: env.id, model, shard: index, attempt }));
+    if (env.reply && !isReplySubject(env.reply)) {
+      jlog().warn({ reply: env.reply }, "ignoring a reply subject outside _INBOX; the result goes to RESULTS only");
+      env.reply = undefined;
+    }
     let meta: ResultMeta;
     let outputs: Tensor[] = [];
     let job: Job | undefined;
@@ -446,7 +450,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     id,
     info,
     async start() {
-      nc = givenNc ?? (await connectNats(config.natsServers, `jetshard-worker-${id}`, log));
+      nc = givenNc ?? (await connectNats(config, `jetshard-worker-${id}`, log));
       infra = await openInfra(nc, config);
       device = await detectDevice(config.device, log);
       log.info({ device }, `device: ${device.note}`);
