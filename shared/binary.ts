@@ -3,23 +3,30 @@
  * body is a JSON header of `Inference-Header-Content-Length` bytes followed by raw little-endian tensor bytes,
  * each tensor's length given by `parameters.binary_data_size` in the header.
  */
-import { JobError } from "./errors.js";
-import { bytesOf, bytesPerElement, elementCount, isDatatype, typedArrayFromBytes, typedArrayFromJson, type Tensor } from "./tensor.js";
+import { JobError, preview } from "./errors.js";
+import { DATATYPES, bytesOf, bytesPerElement, checkShape, isDatatype, typedArrayFromBytes, typedArrayFromJson, type Tensor } from "./tensor.js";
 import type { InferRequest, InferResponseJson } from "./wire.js";
 
 export const HEADER_LENGTH = "Inference-Header-Content-Length";
 
-/** Splits a binary-extension body into its JSON header and tensor bytes. Throws a 400 on a bad length. */
+/**
+ * Splits a binary-extension body into its JSON header and tensor bytes. The header length must be plain decimal
+ * digits (no sign, exponent, hex or spaces) within the body, and the header a JSON object.
+ * Throws JobError BAD_REQUEST (400) naming the header.
+ */
 export function splitBinaryBody(body: Uint8Array, headerLength: string): { json: unknown; rest: Uint8Array } {
-  const n = Number(headerLength);
-  if (!Number.isInteger(n) || n <= 0 || n > body.byteLength) {
-    throw new JobError("BAD_REQUEST", `${HEADER_LENGTH}: ${JSON.stringify(headerLength)} is not a length within the ${body.byteLength}-byte body`);
+  const n = /^[0-9]{1,15}$/.test(headerLength) ? Number(headerLength) : NaN;
+  if (!Number.isSafeInteger(n) || n <= 0 || n > body.byteLength) {
+    throw new JobError("BAD_REQUEST", `${HEADER_LENGTH}: ${preview(headerLength)} is not a length within the ${body.byteLength}-byte body`);
   }
   let json: unknown;
   try {
-    json = JSON.parse(new TextDecoder().decode(body.subarray(0, n)));
+    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body.subarray(0, n)));
   } catch {
     throw new JobError("BAD_REQUEST", `the first ${n} bytes (${HEADER_LENGTH}) are not valid JSON`);
+  }
+  if (json === null || typeof json !== "object" || Array.isArray(json)) {
+    throw new JobError("BAD_REQUEST", `the first ${n} bytes (${HEADER_LENGTH}) are JSON but not an object (got ${preview(json)})`);
   }
   return { json, rest: body.subarray(n) };
 }
@@ -32,18 +39,21 @@ export function tensorsFromBinaryRequest(req: InferRequest, rest: Uint8Array): T
   let off = 0;
   const out = req.inputs.map((inp, i) => {
     const where = `input "${inp.name}"`;
-    if (!isDatatype(inp.datatype)) throw new JobError("INPUT_DATATYPE", `${where}: unsupported datatype ${JSON.stringify(inp.datatype)}`);
+    if (!isDatatype(inp.datatype)) throw new JobError("INPUT_DATATYPE", `${where}: unsupported datatype ${preview(inp.datatype)} (use one of ${DATATYPES.join(", ")})`);
     const size = inp.parameters?.binary_data_size;
     if (size === undefined) {
       if (inp.data === undefined) throw new JobError("INPUT_DATA", `${where}: needs "data" or parameters.binary_data_size (inputs[${i}])`);
       return { name: inp.name, datatype: inp.datatype, shape: inp.shape, data: typedArrayFromJson(inp.datatype, inp.shape, inp.data, where) };
     }
     if (inp.data !== undefined) throw new JobError("INPUT_DATA", `${where}: has both "data" and parameters.binary_data_size`);
-    const expected = elementCount(inp.shape) * bytesPerElement(inp.datatype);
-    if (size !== expected) {
-      throw new JobError("INPUT_SHAPE", `${where}: binary_data_size ${JSON.stringify(size)} but shape [${inp.shape.join(",")}] of ${inp.datatype} needs ${expected} bytes`);
+    if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) {
+      throw new JobError("INPUT_DATA", `${where}: parameters.binary_data_size must be a non-negative integer, got ${preview(size)}`);
     }
-    if (off + expected > rest.byteLength) throw new JobError("INPUT_DATA", `${where}: body ends before its ${expected} bytes`);
+    const expected = checkShape(inp.shape, where) * bytesPerElement(inp.datatype);
+    if (size !== expected) {
+      throw new JobError("INPUT_SHAPE", `${where}: binary_data_size ${size} but shape [${inp.shape.join(",")}] of ${inp.datatype} needs ${expected} bytes`);
+    }
+    if (expected > rest.byteLength - off) throw new JobError("INPUT_DATA", `${where}: body ends before its ${expected} bytes`);
     const data = typedArrayFromBytes(inp.datatype, rest.subarray(off, off + expected));
     off += expected;
     return { name: inp.name, datatype: inp.datatype, shape: inp.shape, data };

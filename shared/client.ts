@@ -12,7 +12,7 @@ import { JS_API_CODES, JobError, fromNatsError } from "./errors.js";
 import { decodeResult, throwIfFailed } from "./results.js";
 import { HEADERS, STREAMS, subjects } from "./subjects.js";
 import type { Tensor } from "./tensor.js";
-import { encodeFrame, type JobMeta } from "./wire.js";
+import { MAX_PARAMETER_DEPTH, encodeFrame, withinDepth, type JobMeta } from "./wire.js";
 import { connectNats, openInfra, type Infra, type NatsSettings } from "./nats.js";
 import { loadConfig } from "./config.js";
 import { createJob, getJob, jobIdFromKey, type JobRecord } from "./jobs.js";
@@ -229,6 +229,10 @@ export class JetshardClient {
     if (opts.priority === "high") h.set(HEADERS.priority, "high");
     if (opts.tenant) h.set(HEADERS.tenant, opts.tenant);
     const subject = opts.priority === "high" ? subjects.inferHigh(model) : subjects.infer(model);
+    // the frame header is JSON: a value nested too deep would overflow JSON.stringify's stack
+    if (opts.parameters !== undefined && !withinDepth(opts.parameters, MAX_PARAMETER_DEPTH)) {
+      throw new JobError("BAD_REQUEST", `parameters: must not nest deeper than ${MAX_PARAMETER_DEPTH} levels`);
+    }
     const frame = encodeFrame(meta, inputs);
     const maxPayload = this.nc.info?.max_payload;
     if (maxPayload !== undefined && frame.byteLength > maxPayload) {

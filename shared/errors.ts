@@ -132,7 +132,9 @@ export function fromNatsError(err: unknown): JobError | null {
   if (err instanceof natsErrors.TimeoutError) return unavailable("request timed out");
   if (err instanceof natsErrors.NoRespondersError) return unavailable("no responders");
   if (err instanceof natsErrors.RequestError) {
-    // "connection disconnected", "connection closed", or a timeout / no responders wrapped as its cause
+    // a permission violation is a misconfiguration (ours), not an outage
+    if (err.cause instanceof natsErrors.PermissionViolationError) return null;
+    // "connection disconnected", "connection closed", or no responders wrapped as its cause
     return unavailable(err.isNoResponders() ? "no responders" : "request failed");
   }
   if (err instanceof natsErrors.ClosedConnectionError) return unavailable("connection closed");

@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import { JobError, fromNatsError, preview } from "./errors.js";
-import type { Infra } from "./nats.js";
+import { kvKeys, mapLimit, type Infra } from "./nats.js";
 import { replayDeadLetter, type DeadLetterEntry, type DeadLetterFilter } from "./dlq.js";
 import { BUCKETS, STREAMS } from "./subjects.js";
 
@@ -93,24 +93,13 @@ export async function updateJob(infra: Infra, id: string, change: (r: JobRecord 
   throw new JobError("CONFLICT", `job ${id}: too many concurrent updates`, { retryable: true });
 }
 
-/**
- * Keys of the `jobs` bucket, from its stream's subject list (one request, paged by nats.js). Not `kv.keys()`: its
- * consumer ends on a "nothing pending" that, while records are being rewritten (history 1 drops the old ones),
- * may only come with an idle heartbeat tens of seconds later, and a GET /v1/jobs would hang that long.
- */
-async function jobKeys(infra: Infra): Promise<string[]> {
-  const prefix = `$KV.${BUCKETS.jobs}.`;
-  const info = await infra.jsm.streams.info(`KV_${BUCKETS.jobs}`, { subjects_filter: `${prefix}>` });
-  return Object.keys(info.state.subjects ?? {}).map((s) => s.slice(prefix.length));
-}
-
 /** Lists job records, newest first, optionally filtered. Reads at most `scan` entries. */
 export async function listJobs(infra: Infra, opts: { status?: JobStatus; model?: string; tenant?: string; limit?: number; scan?: number } = {}): Promise<JobRecord[]> {
   const out: JobRecord[] = [];
-  let seen = 0;
-  for (const k of await jobKeys(infra)) {
-    if (++seen > (opts.scan ?? 10_000)) break;
-    const e = await getJob(infra, k);
+  const keys = (await kvKeys(infra.jsm, BUCKETS.jobs)).slice(0, opts.scan ?? 10_000);
+  // a few reads in flight at once: one after the other, thousands of records take seconds
+  const entries = await mapLimit(keys, 32, (k) => getJob(infra, k));
+  for (const e of entries) {
     if (!e) continue;
     if (opts.status && e.record.status !== opts.status) continue;
     if (opts.model && e.record.model !== opts.model) continue;

@@ -301,3 +301,30 @@ export function isNotFound(err: unknown): boolean {
   if (e?.api_error?.code === 404) return true;
   return /not found/i.test(e?.message ?? "");
 }
+
+/**
+ * The keys of KV bucket `bucket` matching `filter` (a key pattern: ">" for all, "*" for single-token keys), read
+ * from the bucket stream's subject list in one request (paged by nats.js). Not `kv.keys()` or `kv.history()`: their
+ * consumer ends on a "nothing pending" that, while entries are being rewritten (history 1 drops the old ones), may
+ * only come with an idle heartbeat tens of seconds later, and a list request would hang that long.
+ * Includes keys whose latest entry is a delete marker.
+ */
+export async function kvKeys(jsm: JetStreamManager, bucket: string, filter = ">"): Promise<string[]> {
+  const prefix = `$KV.${bucket}.`;
+  const info = await jsm.streams.info(`KV_${bucket}`, { subjects_filter: `${prefix}${filter}` });
+  return Object.keys(info.state.subjects ?? {}).map((s) => s.slice(prefix.length));
+}
+
+/** Runs `fn` over `items` with at most `limit` calls in flight; results in input order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  return out;
+}

@@ -9,25 +9,57 @@
  */
 import { z } from "zod";
 import { JobError } from "./errors.js";
-import { DATATYPES, bytesOf, bytesPerElement, elementCount, typedArrayFromBytes, type Datatype, type Tensor } from "./tensor.js";
+import { DATATYPES, MAX_RANK, MAX_TENSOR_ELEMENTS, bytesOf, bytesPerElement, checkShape, typedArrayFromBytes, type Datatype, type Tensor } from "./tensor.js";
 
 export const DatatypeSchema = z.enum(DATATYPES);
 
-const Parameters = z.record(z.string(), z.unknown());
+/** Longest tensor name, request id or parameter key a request may carry. */
+export const MAX_NAME_LENGTH = 256;
+/** Most inputs, or requested outputs, in one request. */
+export const MAX_TENSORS = 256;
+/** Most keys in one `parameters` object. */
+export const MAX_PARAMETERS = 64;
+
+/** Deepest nesting of arrays and objects a `parameters` object may hold. */
+export const MAX_PARAMETER_DEPTH = 32;
+
+/**
+ * Whether `v` nests arrays and objects at most `max` levels deep. Iterative, so checking a value nested a million
+ * deep is safe; JSON.stringify of such a value (when a job is encoded) would overflow the stack.
+ */
+export function withinDepth(v: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[v, 0]];
+  while (stack.length > 0) {
+    const [x, depth] = stack.pop()!;
+    if (x === null || typeof x !== "object") continue;
+    if (depth >= max) return false;
+    for (const y of Array.isArray(x) ? x : Object.values(x)) stack.push([y, depth + 1]);
+  }
+  return true;
+}
+
+/** `parameters`: a plain JSON object (not an array, not null) of a bounded number of keys and a bounded depth. */
+export const ParametersSchema = z
+  .record(z.string().max(MAX_NAME_LENGTH), z.unknown())
+  .refine((o) => Object.keys(o).length <= MAX_PARAMETERS, `must have at most ${MAX_PARAMETERS} keys`)
+  .refine((o) => withinDepth(o, MAX_PARAMETER_DEPTH), `must not nest deeper than ${MAX_PARAMETER_DEPTH} levels`);
+const Parameters = ParametersSchema;
+
+const TensorName = z.string().min(1).max(MAX_NAME_LENGTH);
 
 export const InferInputSchema = z.object({
-  name: z.string().min(1),
-  shape: z.array(z.number().int().min(0)),
-  datatype: z.string(),
+  name: TensorName,
+  shape: z.array(z.number().int().min(0).max(MAX_TENSOR_ELEMENTS)).max(MAX_RANK),
+  datatype: z.string().max(32),
   parameters: Parameters.optional(),
   data: z.unknown().optional(),
 });
 
 export const InferRequestSchema = z.object({
-  id: z.string().optional(),
+  id: z.string().max(MAX_NAME_LENGTH).optional(),
   parameters: Parameters.optional(),
-  inputs: z.array(InferInputSchema).min(1),
-  outputs: z.array(z.object({ name: z.string().min(1), parameters: Parameters.optional() })).optional(),
+  inputs: z.array(InferInputSchema).max(MAX_TENSORS),
+  outputs: z.array(z.object({ name: TensorName, parameters: Parameters.optional() })).max(MAX_TENSORS).optional(),
 });
 export type InferRequest = z.infer<typeof InferRequestSchema>;
 
@@ -192,6 +224,9 @@ export function decodeFrame(bytes: Uint8Array): { meta: Record<string, unknown>;
   } catch (err) {
     throw new JobError("BAD_REQUEST", "frame header is not valid JSON", { cause: err });
   }
+  if (header === null || typeof header !== "object" || Array.isArray(header) || (header.tensors !== undefined && !Array.isArray(header.tensors))) {
+    throw new JobError("BAD_REQUEST", "frame header must be a JSON object whose tensors are an array");
+  }
   const dataStart = pad8(8 + headerLen);
   const tensors: Tensor[] = [];
   for (const [i, e] of (header.tensors ?? []).entries()) {
@@ -200,11 +235,12 @@ export function decodeFrame(bytes: Uint8Array): { meta: Record<string, unknown>;
       throw new JobError("BAD_REQUEST", `${where}: needs name, datatype and shape`);
     }
     const start = dataStart + e.offset;
-    if (!Number.isInteger(e.offset) || !Number.isInteger(e.length) || e.offset < 0 || start + e.length > bytes.length) {
+    if (!Number.isSafeInteger(e.offset) || !Number.isSafeInteger(e.length) || e.offset < 0 || e.length < 0 || start + e.length > bytes.length) {
       throw new JobError("BAD_REQUEST", `${where}: bytes out of range`);
     }
-    if (elementCount(e.shape) * bytesPerElement(e.datatype) !== e.length) {
-      throw new JobError("INPUT_SHAPE", `input "${e.name}": shape [${e.shape.join(",")}] of ${e.datatype} needs ${elementCount(e.shape) * bytesPerElement(e.datatype)} bytes, got ${e.length}`);
+    const needed = checkShape(e.shape, `input "${e.name}"`) * bytesPerElement(e.datatype);
+    if (needed !== e.length) {
+      throw new JobError("INPUT_SHAPE", `input "${e.name}": shape [${e.shape.join(",")}] of ${e.datatype} needs ${needed} bytes, got ${e.length}`);
     }
     tensors.push({ name: e.name, datatype: e.datatype, shape: e.shape, data: typedArrayFromBytes(e.datatype, bytes.subarray(start, start + e.length)) });
   }

@@ -5,7 +5,8 @@
  */
 import { randomBytes, randomInt } from "node:crypto";
 import { Kvm, type KV } from "@nats-io/kv";
-import { NAS_BUCKET_OPTS, openKv, type Infra } from "#shared/nats.js";
+import { fromNatsError } from "#shared/errors.js";
+import { NAS_BUCKET_OPTS, kvKeys, mapLimit, openKv, type Infra } from "#shared/nats.js";
 import { STREAMS } from "#shared/subjects.js";
 import type { ExperimentSpec } from "./spec.js";
 import {
@@ -94,7 +95,8 @@ export class NasStore {
         await this.experiments.create(rec.id, JSON.stringify(rec));
         return rec;
       } catch (err) {
-        if (attempt >= 3) throw err;
+        // only an id collision is worth another id; NATS being down is not
+        if (attempt >= 3 || fromNatsError(err)?.code !== "CONFLICT") throw err;
       }
     }
   }
@@ -110,9 +112,10 @@ export class NasStore {
   /** Every experiment, newest first. */
   async listExperiments(): Promise<ExperimentRecord[]> {
     const out: ExperimentRecord[] = [];
-    const iter = await this.experiments.history({ key: "*" });
-    for await (const e of iter) {
-      if (e.operation !== "PUT" || e.value.length === 0) continue;
+    // not experiments.history(): while experiments are being written, its end may come only tens of seconds later
+    const keys = await kvKeys(this.infra.jsm, NAS_BUCKETS.experiments, "*");
+    for (const e of await mapLimit(keys, 32, (k) => this.experiments.get(k))) {
+      if (!e || e.operation !== "PUT" || e.value.length === 0) continue;
       const r = ExperimentRecordSchema.safeParse(e.json());
       if (r.success) out.push(r.data);
     }
