@@ -189,8 +189,16 @@ export function createApp({ config, log, infra, client, models, workers, keys }:
 
   // ---- Open Inference Protocol v2
   app.get("/v2/health/live", (c) => c.json({ live: true }));
+  // nats.js keeps a dropped connection open while it reconnects, so isClosed() alone reads "connected" throughout
+  let natsDown = false;
+  void (async () => {
+    for await (const s of infra.nc.status()) {
+      if (s.type === "disconnect" || s.type === "staleConnection") natsDown = true;
+      else if (s.type === "reconnect") natsDown = false;
+    }
+  })();
   app.get("/v2/health/ready", (c) => {
-    const connected = !infra.nc.isClosed();
+    const connected = !natsDown && !infra.nc.isClosed();
     const live = liveWorkers().length;
     if (connected && live > 0) return c.json({ ready: true, workers: live });
     return c.json({ ready: false, error: connected ? "no live worker" : "not connected to NATS" }, 503);
@@ -219,12 +227,21 @@ export function createApp({ config, log, infra, client, models, workers, keys }:
 
   const infer = async (c: Context<GatewayEnv>) => {
     const name = c.req.param("model")!;
+    // read the body before any check can fail, so a rejected request leaves the keep-alive connection usable
+    const raw = new Uint8Array(await c.req.arrayBuffer());
     const rec = await modelOr404(name);
     const mv = pickVersion(rec, versionParam(c));
     const headerLength = c.req.header(HEADER_LENGTH);
     let body: unknown;
     let rest: Uint8Array | null = null;
-    if (headerLength !== undefined) ({ json: body, rest } = splitBinaryBody(new Uint8Array(await c.req.arrayBuffer()), headerLength));
+    if (headerLength !== undefined) ({ json: body, rest } = splitBinaryBody(raw, headerLength));
+    else {
+      try {
+        body = JSON.parse(new TextDecoder().decode(raw));
+      } catch {
+        throw new JobError("BAD_REQUEST", "request body is not valid JSON");
+      }
+    }
     const req = await readJson(c, InferRequestSchema, body);
     const inputs = rest ? tensorsFromBinaryRequest(req, rest) : tensorsFromJson(req);
     validateInputs(name, mv.inputs, inputs);
