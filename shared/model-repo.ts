@@ -8,10 +8,10 @@ import type { Infra } from "./nats.js";
 import { decodeModel, encodeModel } from "./onnx/builder.js";
 import { partition, PartitionError } from "./onnx/partition.js";
 import { assertNoExternalData } from "./onnx/external-data.js";
-import { JobError } from "./errors.js";
-import { NAME_PATTERN, STREAMS, consumerName, subjects } from "./subjects.js";
+import { JobError, fromNatsError } from "./errors.js";
+import { NAME_PATTERN, STREAMS, consumerName, highConsumerName, subjects } from "./subjects.js";
 import { datatypeFromOrt } from "./tensor.js";
-import { ModelRecordSchema, type Batching, type ModelRecord, type ModelVersion, type ShardInfo, type TensorSpec } from "./wire.js";
+import { BatchingSchema, ModelRecordSchema, zodMessage, type Batching, type ModelRecord, type ModelVersion, type ShardInfo, type TensorSpec } from "./wire.js";
 
 /** Batching when the upload says nothing: on (32 rows, no added delay) when every input's first dim is dynamic. */
 export const DEFAULT_BATCHING: Batching = { maxBatchSize: 32, preferredBatchSizes: [], maxQueueDelayUs: 0 };
@@ -29,7 +29,11 @@ export function resolveBatching(inputs: readonly TensorSpec[], asked: Partial<Ba
     }
     return { maxBatchSize: 1, preferredBatchSizes: [], maxQueueDelayUs: 0 };
   }
-  const b: Batching = { ...DEFAULT_BATCHING, ...Object.fromEntries(Object.entries(asked ?? {}).filter(([, v]) => v !== undefined)) };
+  const merged = { ...DEFAULT_BATCHING, ...Object.fromEntries(Object.entries(asked ?? {}).filter(([, v]) => v !== undefined)) };
+  // what is stored must read back: a setting the record's schema refuses would make every later read of the model fail
+  const parsed = BatchingSchema.safeParse(merged);
+  if (!parsed.success) throw new JobError("BAD_REQUEST", zodMessage(parsed.error));
+  const b: Batching = parsed.data;
   const tooBig = b.preferredBatchSizes.find((p) => p > b.maxBatchSize);
   if (tooBig !== undefined) throw new JobError("BAD_REQUEST", `preferredBatchSizes: ${tooBig} is larger than maxBatchSize ${b.maxBatchSize}`);
   return b;
@@ -77,8 +81,13 @@ export async function inspectModel(bytes: Uint8Array): Promise<{ inputs: TensorS
   }
 }
 
-export function objectName(model: string, version: number, shard: number): string {
-  return `${model}/${version}/${shard}.onnx`;
+/**
+ * The object-store name of a shard's bytes. With `digest` (what uploads use), `<m>/<v>/<shard>-<digest12>.onnx`:
+ * two uploads racing for one version write different objects, so the loser cannot overwrite the winner's bytes.
+ * Without it, the name older versions were stored under (`<m>/<v>/<shard>.onnx`); records keep the name, so both read.
+ */
+export function objectName(model: string, version: number, shard: number, digest?: string): string {
+  return digest ? `${model}/${version}/${shard}-${digest.slice(0, 12)}.onnx` : `${model}/${version}/${shard}.onnx`;
 }
 
 /** Reads a model's record, or null when there is none. */
@@ -175,9 +184,10 @@ export async function addModel(
     const version = prev ? Math.max(...prev.versions.map((v) => v.version)) + 1 : 1;
     const shards: ShardInfo[] = [];
     for (const [index, st] of stages.entries()) {
-      const object = objectName(name, version, index);
+      const digest = sha256Hex(st.bytes);
+      const object = objectName(name, version, index, digest);
       await infra.objects.putBlob({ name: object, options: { max_chunk_size: 1024 * 1024 } }, st.bytes);
-      shards.push({ index, object, bytes: st.bytes.byteLength, digest: sha256Hex(st.bytes), inputs: st.inputs, outputs: st.outputs });
+      shards.push({ index, object, bytes: st.bytes.byteLength, digest, inputs: st.inputs, outputs: st.outputs });
     }
     const mv: ModelVersion = {
       version,
@@ -199,10 +209,24 @@ export async function addModel(
       else await infra.models.create(name, value);
       return mv;
     } catch (err) {
-      // someone else added a version at the same time: our objects under this version are theirs to keep
+      // someone else added a version at the same time: drop what we wrote for it (unless it is theirs too) and retry.
+      // Anything else (NATS down, a record over the payload limit) is not a race: retrying will not help.
+      if (fromNatsError(err)?.code !== "CONFLICT") throw fromNatsError(err) ?? err;
+      await dropUnreferenced(infra, name, shards.map((s) => s.object));
       if (attempt >= 10) throw new JobError("INTERNAL", `could not record model "${name}" after concurrent updates`, { cause: err });
     }
   }
+}
+
+/**
+ * Deletes those of `objects` (written by an upload that lost the race for its version) that the model's current
+ * record does not name: a racer that uploaded the same bytes for the same version shares the object name, and won.
+ */
+async function dropUnreferenced(infra: Infra, name: string, objects: string[]): Promise<void> {
+  const rec = await getModel(infra, name).catch(() => undefined);
+  if (rec === undefined) return;
+  const kept = new Set(rec?.versions.flatMap((v) => v.shards.map((s) => s.object)) ?? []);
+  for (const o of objects) if (!kept.has(o)) await infra.objects.delete(o).catch(() => undefined);
 }
 
 /** Removes a model: metadata first (so nothing new is routed to it), then objects, consumers and queued jobs. */
@@ -220,6 +244,9 @@ export async function deleteModel(infra: Infra, name: string): Promise<boolean> 
     const filter = i === 0 ? subjects.infer(name) : subjects.stage(name, i);
     await infra.jsm.streams.purge(STREAMS.jobs, { filter }).catch(() => undefined);
   }
+  // high-priority jobs have their own subject and consumer, which the per-shard loop above does not name
+  await infra.jsm.consumers.delete(STREAMS.jobs, highConsumerName(name)).catch(() => undefined);
+  await infra.jsm.streams.purge(STREAMS.jobs, { filter: subjects.inferHigh(name) }).catch(() => undefined);
   return true;
 }
 

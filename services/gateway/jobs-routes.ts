@@ -24,7 +24,8 @@ const SubmitSchema = z.object({
   model: z.string().min(1),
   version: z.number().int().min(1).optional(),
   id: z.string().min(1).max(200).optional(),
-  inputs: z.array(InferInputSchema).min(1),
+  // empty for a model without inputs; validateInputs refuses a missing input of a model that has them
+  inputs: z.array(InferInputSchema),
   outputs: z.array(z.object({ name: z.string().min(1) })).optional(),
   parameters: z.record(z.string(), z.unknown()).optional(),
   priority: z.enum(["high", "normal"]).optional(),

@@ -109,6 +109,9 @@ interface Unit {
  * boundary tensors with inferred types and shapes (the symbolic batch dim kept). Deterministic.
  *
  * A model with at most one node comes back as a single stage with a `note`, whatever `k` asks for.
+ * Cuts are made only where every value carried across is a tensor (stage boundaries are declared as tensors, so a
+ * sequence, map or optional there would make a stage ORT cannot load); when fewer such cuts exist than `k` needs,
+ * the result has fewer stages and a `note` saying so.
  * @throws PartitionError "BAD_SHARDS" when `k` is not a positive integer or exceeds the node count (top-level
  *   Constant nodes, which are copied where needed, do not count), or
  *   `maxShardBytes`/`balance`/`tolerance` is invalid; "SHARD_TOO_BIG" when `maxShardBytes` cannot be met;
@@ -156,30 +159,43 @@ export function partition(model: ModelProto, opts: PartitionOptions = {}): Parti
   // A model without weights (or FLOP estimates) is balanced by node count instead.
   const metric = cost.some((c) => c > 0) ? cost : cost.map(() => 1);
   const limit = budget ?? Infinity;
+  // Units between two allowed cuts move as one: the cut search works on these groups, never between their units.
+  const starts = [0];
+  for (let c = 1; c < n; c++) if (!a.blocked[c]) starts.push(c);
+  const groups = starts.length;
+  const sumGroups = (xs: number[]) => starts.map((st, g) => xs.slice(st, starts[g + 1] ?? n).reduce((s, x) => s + x, 0));
+  const gMetric = sumGroups(metric);
+  const gBytes = sumGroups(a.approxBytes);
+  const gCross = [...starts.map((st) => a.cross[st]!), 0];
+  const choose = (k: number, lim: number) => chooseCuts(gMetric, gBytes, gCross, k, lim, tolerance)?.map((g) => starts[g]!) ?? null;
   const build = (cuts: number[]) => {
     const bounds = [0, ...cuts, n];
     return bounds.slice(1).map((end, s) => buildStage(model, a, s, bounds[s]!, end, s === bounds.length - 2));
   };
 
   let stages: ReturnType<typeof build> | undefined;
+  let note: string | undefined;
   if (shards !== undefined) {
-    const cuts = chooseCuts(metric, a.approxBytes, a.cross, shards, limit, tolerance);
+    const k = Math.min(shards, groups);
+    if (k < shards)
+      note = `shards=${shards} requested but the model can be cut in only ${groups - 1} place(s) where every value carried across is a tensor (not a sequence, map or optional); stored in ${k} stage(s)`;
+    const cuts = choose(k, limit);
     stages = cuts ? build(cuts) : undefined;
     if (!stages || (budget !== undefined && stages.some((s) => s.info.bytes > budget)))
       throw new PartitionError("SHARD_TOO_BIG", `shards=${shards} cannot keep every stage within maxShardBytes=${budget}`);
   } else if (budget !== undefined) {
     // Approximate bytes never exceed a stage's real bytes, so the fewest segments they allow is a lower bound.
-    for (let k = minSegments(a.approxBytes, budget); k <= n && !stages; k++) {
-      const cuts = chooseCuts(metric, a.approxBytes, a.cross, k, budget, tolerance);
+    for (let k = Math.min(minSegments(gBytes, budget), groups); k <= groups && !stages; k++) {
+      const cuts = choose(k, budget);
       const built = cuts ? build(cuts) : undefined;
       if (built && built.every((s) => s.info.bytes <= budget)) stages = built;
     }
-    // One node per stage always fits once no single node is over budget, so this is unreachable.
+    // Reachable only when values that are not tensors keep over-budget nodes together in one stage.
     if (!stages) throw new PartitionError("SHARD_TOO_BIG", `no stage count keeps every stage within maxShardBytes=${budget}`);
   } else {
     stages = build([]);
   }
-  return { k: stages.length, stages: stages.map((s) => s.model), info: stages.map((s) => s.info), balance };
+  return { k: stages.length, stages: stages.map((s) => s.model), info: stages.map((s) => s.info), balance, ...(note ? { note } : {}) };
 }
 
 interface Analysis {
@@ -196,6 +212,11 @@ interface Analysis {
   flops: number[];
   /** cross[c]: estimated activation bytes carried over a cut before unit c (1 ≤ c < n). */
   cross: number[];
+  /**
+   * blocked[c]: a value that is not a tensor (a sequence, map, optional) would be carried over a cut before unit c.
+   * A stage boundary declares what it carries as tensors, so such a cut would yield stages ORT refuses.
+   */
+  blocked: boolean[];
   /** Carried tensors in a fixed order: original inputs, then by producing unit. */
   live: Array<{ name: string; producedAt: number; lastUse: number }>;
   outputs: string[];
@@ -270,7 +291,9 @@ function analyse(graph: GraphProto): Analysis {
     if (e !== null && !weights.has(name)) fallback = Math.max(fallback, e * (elemSize(info.elemType) || 4));
   }
   const diff = new Array<number>(n + 2).fill(0);
+  const blocked = new Array<boolean>(n + 1).fill(false);
   for (const t of live) {
+    if (infos.get(t.name)?.kind) for (let c = Math.max(1, t.producedAt + 1); c <= Math.min(n - 1, t.lastUse); c++) blocked[c] = true;
     const info = infos.get(t.name);
     const e = numel(info?.shape ?? null);
     // An unknown size is taken as the largest known activation, so the search avoids cutting there.
@@ -292,7 +315,7 @@ function analyse(graph: GraphProto): Analysis {
   const approxBytes = units.map((u) => Math.floor(u.weights.reduce((s, w) => s + weights.get(w)!.bytes / readers.get(w)!, 0)));
   const unitBytes = units.map((u) => u.weights.reduce((s, w) => s + weights.get(w)!.bytes, 0));
   const flops = units.map((u) => estimateFlops(u.node, infos));
-  return { graph, units, infos, weights, unitBytes, approxBytes, flops, cross, live, outputs };
+  return { graph, units, infos, weights, unitBytes, approxBytes, flops, cross, blocked, live, outputs };
 }
 
 /** Fewest contiguous segments with each segment's summed `bytes` ≤ budget (every single item must fit). */

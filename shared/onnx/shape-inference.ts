@@ -18,7 +18,17 @@ export interface TensorInfo {
   name: string;
   elemType: number;
   shape: Dim[] | null;
+  /** Set for a value that is not a dense tensor (a sequence, map, optional or sparse tensor); absent = a tensor. */
+  kind?: ValueKind;
 }
+
+/** The kinds of ONNX values other than dense tensors. */
+export type ValueKind = "sequence" | "map" | "optional" | "sparse_tensor";
+
+/** Ops whose outputs are sequences, whatever their inputs. */
+const SEQUENCE_OPS = new Set(["SequenceConstruct", "SequenceEmpty", "SplitToSequence", "SequenceInsert", "SequenceErase", "SequenceMap", "ZipMap"]);
+/** Ops whose output is of the same kind as their first input (a sequence in, a sequence out). */
+const SAME_KIND_OPS = new Set(["Identity", "OptionalGetElement"]);
 
 type IntLike = number | { toNumber(): number } | null | undefined;
 
@@ -195,7 +205,38 @@ export function fromValueInfo(vi: ValueInfoProto, fresh: () => string = freshNam
   const shape = tt?.shape
     ? (tt.shape.dim ?? []).map((d): Dim => (d.dimParam ? d.dimParam : d.dimValue != null ? toNumber(d.dimValue) : fresh()))
     : null;
-  return { name: vi.name ?? "", elemType: tt?.elemType ?? 0, shape };
+  const kind = valueKind(vi.type);
+  return { name: vi.name ?? "", elemType: tt?.elemType ?? 0, shape, ...(kind ? { kind } : {}) };
+}
+
+/** The kind a declared type names, or undefined for a tensor (or no type). */
+function valueKind(type: ValueInfoProto["type"]): ValueKind | undefined {
+  if (type?.sequenceType) return "sequence";
+  if (type?.mapType) return "map";
+  if (type?.optionalType) return "optional";
+  if (type?.sparseTensorType) return "sparse_tensor";
+  return undefined;
+}
+
+/**
+ * The kind of output `j` of node `n`: sequence ops make sequences, Optional makes optionals, Identity keeps its
+ * input's kind, and If/Loop/Scan outputs take the kind their subgraph declares. Undefined = a tensor.
+ */
+function outputKind(n: NodeProto, j: number, get: (name: string | undefined) => TensorInfo | undefined): ValueKind | undefined {
+  const op = n.opType ?? "";
+  if (SEQUENCE_OPS.has(op)) return "sequence";
+  if (op === "Optional") return "optional";
+  if (SAME_KIND_OPS.has(op)) {
+    const k = get(n.input?.[0])?.kind;
+    // an optional unwraps to what it holds, which is not recorded: assume a tensor
+    return k === "optional" ? undefined : k;
+  }
+  const body = (name: string) => n.attribute?.find((a) => a.name === name)?.g;
+  if (op === "If") return valueKind(body("then_branch")?.output?.[j]?.type) ?? valueKind(body("else_branch")?.output?.[j]?.type);
+  // Loop body outputs: the condition, then the carried values and scan outputs in the node's output order
+  if (op === "Loop") return valueKind(body("body")?.output?.[j + 1]?.type);
+  if (op === "Scan") return valueKind(body("body")?.output?.[j]?.type);
+  return undefined;
 }
 
 function freshNames(): () => string {
@@ -271,10 +312,12 @@ export function inferShapes(graph: GraphProto, outer?: ReadonlyMap<string, Tenso
       if (!name) return;
       const r = results[j] ?? { elemType: get(n.input?.[0])?.elemType ?? 0, shape: null };
       const d = declared.get(name);
+      const kind = d?.kind ?? outputKind(n, j, get);
       infos.set(name, {
         name,
         elemType: d && d.elemType !== 0 ? d.elemType : r.elemType,
-        shape: d && d.shape !== null ? d.shape : r.shape,
+        shape: kind ? null : d && d.shape !== null ? d.shape : r.shape,
+        ...(kind ? { kind } : {}),
       });
     });
   }

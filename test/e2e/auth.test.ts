@@ -1,5 +1,5 @@
 import t from "tap";
-import { objectName, addModel } from "#shared/model-repo.js";
+import { addModel } from "#shared/model-repo.js";
 import { createApiKey, openApiKeys, revokeApiKey, type Scope } from "#shared/auth.js";
 import { encodeModel, mlp } from "#shared/onnx/builder.js";
 import { authMode, isLoopback, requiredScopes } from "../../services/gateway/auth.js";
@@ -141,7 +141,7 @@ t.test("dead letters belong to the tenant: B cannot list, replay or delete A's",
   const stack = await startStack(t, { JETSHARD_AUTH: "keys", JETSHARD_MAX_ATTEMPTS: "1" });
   const gw = await stack.gateway();
   const mv = await addModel(stack.infra, "fragile", BYTES);
-  await stack.infra.objects.delete(objectName("fragile", mv.version, 0));
+  await stack.infra.objects.delete(mv.shards[0]!.object);
   await stack.worker();
   const a = as(gw.url, await keyFor(stack, "team-a", ["jobs"]));
   const b = as(gw.url, await keyFor(stack, "team-b", ["jobs"]));

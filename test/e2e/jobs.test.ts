@@ -1,7 +1,7 @@
 import t from "tap";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { encodeModel, mlp } from "#shared/onnx/builder.js";
-import { addModel, objectName } from "#shared/model-repo.js";
+import { addModel } from "#shared/model-repo.js";
 import { HEADERS, STREAMS, consumerName, subjects } from "#shared/subjects.js";
 import { AckPolicy } from "@nats-io/jetstream";
 import { slowModel } from "../helpers/models.js";
@@ -134,16 +134,16 @@ t.test("a failing job is dead-lettered after maxAttempts with its reason, and re
   const gw = await stack.gateway();
   const mv = await addModel(stack.infra, "fragile", BYTES);
   // break it: the worker cannot fetch the model bytes (a retryable failure)
-  await stack.infra.objects.delete(objectName("fragile", mv.version, 0));
+  await stack.infra.objects.delete(mv.shards[0]!.object);
   await stack.worker();
   const sub = await send(`${gw.url}/v1/jobs`, "POST", { model: "fragile", inputs: INPUT });
   const rec = (await send(`${gw.url}/v1/jobs/${sub.body.id}?wait=20s`, "GET")).body;
-  t.match(rec, { status: "failed", attempts: 3, error: { code: "MODEL_UNAVAILABLE", message: /failed after 3 attempts: shard object fragile\/1\/0.onnx is missing/ } });
+  t.match(rec, { status: "failed", attempts: 3, error: { code: "MODEL_UNAVAILABLE", message: /failed after 3 attempts: shard object fragile\/1\/0-[0-9a-f]{12}\.onnx is missing/ } });
   const dl = (await send(`${gw.url}/v1/dead-letters`, "GET")).body.deadLetters;
   t.match(dl, [{ id: sub.body.id, model: "fragile", code: "MODEL_UNAVAILABLE", attempts: 3, subject: subjects.infer("fragile") }]);
 
   // fix the cause, replay
-  await stack.infra.objects.putBlob({ name: objectName("fragile", mv.version, 0) }, BYTES);
+  await stack.infra.objects.putBlob({ name: mv.shards[0]!.object }, BYTES);
   const rp = await send(`${gw.url}/v1/dead-letters/${sub.body.id}/replay`, "POST");
   t.equal(rp.status, 202);
   const again = (await send(`${gw.url}/v1/jobs/${sub.body.id}?wait=20s`, "GET")).body;

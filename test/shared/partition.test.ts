@@ -390,3 +390,43 @@ t.test("shape inference handles reshape, conv, pooling, flatten, concat, matmul 
   t.same(s.get("declared")!.shape, ["N", 7], "declared value info is used");
   t.equal(s.get("i")!.elemType, ElemType.INT64);
 });
+
+t.test("cuts never carry a sequence: every stage loads in ONNX Runtime and the chain equals the whole model", async (t) => {
+  // s (a sequence) lives from the first node to ConcatFromSequence; the byte-even 3-way cut would fall inside that span
+  const rand = rng(21);
+  const m = model({
+    nodes: [
+      node("SplitToSequence", ["x"], ["s"], { axis: 1 }),
+      node("MatMul", ["x", "W0"], ["a"]),
+      node("MatMul", ["a", "W1"], ["b"]),
+      node("ConcatFromSequence", ["s"], ["d"], { axis: 1 }),
+      node("Add", ["b", "d"], ["e"]),
+      node("MatMul", ["e", "W2"], ["out"]),
+    ],
+    inputs: [valueInfo("x", ElemType.FLOAT, ["N", 8])],
+    outputs: [valueInfo("out", ElemType.FLOAT, ["N", 8])],
+    initializers: [0, 1, 2].map((i) => floatTensor(`W${i}`, [8, 8], randomFloats(64, rand, 0.5))),
+  });
+  const infos = inferShapes(m.graph!);
+  t.equal(infos.get("s")?.kind, "sequence", "shape inference knows SplitToSequence makes a sequence");
+  t.equal(infos.get("d")?.kind, undefined, "and ConcatFromSequence a tensor");
+
+  for (const k of [2, 3]) {
+    await t.test(`${k} stages`, async (t) => {
+      const r = partition(m, { k });
+      t.equal(r.k, k);
+      t.equal(r.note, undefined);
+      for (const [i, info] of r.info.entries()) {
+        t.notOk([...info.inputs, ...info.outputs].some((x) => x.name === "s"), `stage ${i} does not carry the sequence`);
+      }
+      await checkEquivalent(t, m, r);
+    });
+  }
+
+  await t.test("more stages than tensor-only cuts allow: fewer stages, with a note", async (t) => {
+    const r = partition(m, { k: 4 });
+    t.equal(r.k, 3, "the two cuts after ConcatFromSequence are the only ones");
+    t.match(r.note, /shards=4 requested .* 2 place\(s\) .* stored in 3 stage\(s\)/);
+    await checkEquivalent(t, m, r);
+  });
+});
