@@ -6,11 +6,12 @@
  *   const res = await client.infer("demo-mlp", [{ name: "input", datatype: "FP32", shape: [1, 4], data: Float32Array.of(1, 2, 3, 4) }]);
  *   console.log(res.outputs[0].data);
  */
-import { headers as natsHeaders, nuid, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import { nuid, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
 import { JobError } from "./errors.js";
 import { decodeResult, throwIfFailed } from "./results.js";
-import { HEADERS, STREAMS, subjects } from "./subjects.js";
+import { STREAMS, subjects } from "./subjects.js";
+import { writeEnvelope } from "./envelope.js";
 import type { Tensor } from "./tensor.js";
 import { encodeFrame, type JobMeta } from "./wire.js";
 import { connectNats, openInfra, type Infra } from "./nats.js";
@@ -202,12 +203,13 @@ export class JetshardClient {
       ...(opts.parameters ? { parameters: opts.parameters } : {}),
       submittedAt: Date.now(),
     };
-    const h = natsHeaders();
-    if (reply) h.set(HEADERS.reply, reply);
-    if (reply && !opts.storeResult) h.set(HEADERS.result, "reply");
-    if (opts.timeoutMs) h.set(HEADERS.deadline, String(Date.now() + opts.timeoutMs));
-    if (track) h.set(HEADERS.track, "1");
-    if (opts.priority === "high") h.set(HEADERS.priority, "high");
+    const h = writeEnvelope({
+      reply,
+      replyOnly: Boolean(reply && !opts.storeResult),
+      deadline: opts.timeoutMs ? Date.now() + opts.timeoutMs : undefined,
+      track,
+      priority: opts.priority,
+    });
     const subject = opts.priority === "high" ? subjects.inferHigh(model) : subjects.infer(model);
     try {
       const ack = await this.js.publish(subject, encodeFrame(meta, inputs), { msgID: opts.jobId, headers: h });
