@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Entry point of `npm start`, `npm test` and `npm run bench` on a fresh clone: installs what is missing
-// (npm packages; nats-server through apt-get on Debian/Ubuntu), then runs the real command.
+// (npm packages; nats-server, and redis-server for the bench, through apt-get on Debian/Ubuntu), then runs the real command.
 // Plain JavaScript on purpose: it runs before node_modules (and tsx) exist.
 import { spawnSync, spawn } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
@@ -62,6 +62,46 @@ function ensureNatsServer() {
   if (!findNatsServer()) fail("nats-server still not found after apt-get install.");
 }
 
+function findRedisServer() {
+  if (process.env.REDIS_SERVER_BIN && existsSync(process.env.REDIS_SERVER_BIN)) return process.env.REDIS_SERVER_BIN;
+  const dirs = [...(process.env.PATH ?? "").split(path.delimiter), "/usr/bin", "/usr/sbin", "/usr/local/bin"];
+  for (const d of dirs) if (d && existsSync(path.join(d, "redis-server"))) return path.join(d, "redis-server");
+  return null;
+}
+
+// The bench's job-queue section compares jetshard with BullMQ on a real redis-server (it starts its own, memory only).
+function ensureRedis() {
+  if (findRedisServer()) return;
+  const skip = "or run only the HTTP section: npm run bench -- --section http";
+  const hasApt = spawnSync("sh", ["-c", "command -v apt-get"], { stdio: "ignore" }).status === 0;
+  if (process.platform !== "linux" || !hasApt) {
+    fail(`redis-server is not installed and apt-get is not available to install it. The bench's job-queue section runs BullMQ on a real Redis: install Redis 6.2 or later (https://redis.io/docs/latest/operate/oss_and_stack/install/), put redis-server on PATH or set REDIS_SERVER_BIN, ${skip}.`);
+  }
+  const isRoot = process.getuid?.() === 0;
+  if (!isRoot && spawnSync("sh", ["-c", "command -v sudo"], { stdio: "ignore" }).status !== 0) {
+    fail(`redis-server is not installed and this user cannot run apt-get. Run: sudo apt-get install redis-server (${skip}).`);
+  }
+  say("installing redis-server with apt-get (for the bench's BullMQ comparison)…");
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  const apt = (a) => spawnSync(isRoot ? a[0] : "sudo", isRoot ? a.slice(1) : a, { stdio: "inherit", env }).status;
+  const install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"];
+  if (apt(install) !== 0 && (apt(["apt-get", "update", "-q"]) !== 0 || apt(install) !== 0)) {
+    fail(`apt-get could not install redis-server. Install it by hand (apt-get install redis-server), ${skip}.`);
+  }
+  if (!findRedisServer()) fail(`redis-server still not found after apt-get install; set REDIS_SERVER_BIN, ${skip}.`);
+}
+
+/** The --section the bench was asked for (--section X, --section=X, or npm's npm_config_section), or undefined. */
+function benchSection(argv) {
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--section") return argv[i + 1];
+    if (argv[i].startsWith("--section=")) return argv[i].slice("--section=".length);
+  }
+  // npm keeps options it does not know: --section=X arrives as npm_config_section=X, "--section X" as "true" plus X
+  if (process.env.npm_config_section === "true") return argv.find((a) => !a.startsWith("-"));
+  return process.env.npm_config_section || undefined;
+}
+
 function run(cmd, argv) {
   const child = spawn(cmd, argv, { cwd: root, stdio: "inherit", env: process.env });
   // Ctrl-C reaches the child too; wait for it to shut down cleanly and report its exit code.
@@ -87,8 +127,13 @@ switch (mode) {
   }
   case "bench":
     ensureNatsServer();
+    if (benchSection(args) !== "http" && !args.includes("--help") && !args.includes("-h")) ensureRedis();
     run(process.execPath, ["--import", "tsx", path.join(root, "test/bench/run.ts"), ...args]);
     break;
+  case "fuzz":
+    ensureNatsServer();
+    run(process.execPath, ["--import", "tsx", path.join(root, "test/fuzz/run.ts"), ...args]);
+    break;
   default:
-    fail(`unknown mode "${mode}" (up, test, bench)`);
+    fail(`unknown mode "${mode}" (up, test, bench, fuzz)`);
 }

@@ -6,17 +6,18 @@
  *   const res = await client.infer("demo-mlp", [{ name: "input", datatype: "FP32", shape: [1, 4], data: Float32Array.of(1, 2, 3, 4) }]);
  *   console.log(res.outputs[0].data);
  */
-import { nuid, type NatsConnection, type Subscription } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
-import { JobError } from "./errors.js";
+import { createInbox, nuid, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import { JetStreamApiError, jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
+import { JS_API_CODES, JobError, fromNatsError } from "./errors.js";
 import { decodeResult, throwIfFailed } from "./results.js";
 import { STREAMS, subjects } from "./subjects.js";
 import { writeEnvelope } from "./envelope.js";
 import type { Tensor } from "./tensor.js";
 import { encodeFrame, type JobMeta } from "./wire.js";
-import { connectNats, openInfra, type Infra } from "./nats.js";
+import { connectNats, openInfra, type Infra, type NatsSettings } from "./nats.js";
 import { loadConfig } from "./config.js";
 import { createJob, getJob, jobIdFromKey, type JobRecord } from "./jobs.js";
+import { DEFAULT_TENANT } from "./auth.js";
 
 export interface InferOptions {
   /** Model version; the latest when omitted. */
@@ -34,10 +35,12 @@ export interface InferOptions {
   priority?: "high" | "normal";
   /** Also keep the result in RESULTS (readable later with `result(id)`); `infer` skips that by default. */
   storeResult?: boolean;
+  /** The tenant the job belongs to (the gateway sets it from the caller's API key). Default "default". */
+  tenant?: string;
 }
 
 export interface SubmitOptions extends InferOptions {
-  /** Makes a resubmission return the existing job instead of running it twice. */
+  /** Makes a resubmission (by the same tenant) return the existing job instead of running it twice. */
   idempotencyKey?: string;
 }
 
@@ -80,10 +83,16 @@ export class JetshardClient {
   private readonly ownsConnection: boolean;
   private infraP: Promise<Infra> | null;
 
-  constructor(nc: NatsConnection, opts: { ownsConnection?: boolean; infra?: Infra } = {}) {
+  /**
+   * `inboxPrefix`: where results come back (a NATS user restricted to its own inboxes may subscribe only there);
+   * by default the connection's own `inboxPrefix` option (see connectNats), else `_INBOX`.
+   */
+  constructor(nc: NatsConnection, opts: { ownsConnection?: boolean; infra?: Infra; inboxPrefix?: string } = {}) {
     this.nc = nc;
     this.js = jetstream(nc);
-    this.inbox = `_INBOX.jetshard.${nuid.next()}`;
+    // nats.js keeps its connect options on the connection; its own request inboxes use the same prefix
+    const connPrefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
+    this.inbox = createInbox(opts.inboxPrefix ?? connPrefix);
     this.ownsConnection = opts.ownsConnection ?? false;
     this.infraP = opts.infra ? Promise.resolve(opts.infra) : null;
   }
@@ -93,9 +102,14 @@ export class JetshardClient {
     return this.infraP;
   }
 
-  /** Connects to NATS and returns a client that closes the connection on `close()`. */
-  static async connect(servers: string[] | string): Promise<JetshardClient> {
-    const nc = await connectNats(Array.isArray(servers) ? servers : [servers], "jetshard-client");
+  /**
+   * Connects to NATS and returns a client that closes the connection on `close()`. `nats`: credentials, TLS and
+   * inbox prefix (the `nats` part of jetshard's config); a NATS user of role `client` may only publish jobs and
+   * read its own inbox, which is all `infer` needs.
+   * @throws ConfigError for inconsistent settings (a certificate without its key...).
+   */
+  static async connect(servers: string[] | string, nats: NatsSettings = {}): Promise<JetshardClient> {
+    const nc = await connectNats({ natsServers: Array.isArray(servers) ? servers : [servers], nats }, "jetshard-client");
     return new JetshardClient(nc, { ownsConnection: true });
   }
 
@@ -133,6 +147,9 @@ export class JetshardClient {
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer });
     });
+    // a deadline shorter than the publish rejects `result` before anyone awaits it (or after a failed publish
+    // dropped it): mark it handled so that is not an unhandled rejection, which would end the process
+    result.catch(() => undefined);
     try {
       await this.publishJob(model, inputs, { ...opts, jobId: id, timeoutMs }, `${this.inbox}.${id}`);
     } catch (err) {
@@ -153,13 +170,14 @@ export class JetshardClient {
    */
   async submit(model: string, inputs: Tensor[], opts: SubmitOptions = {}): Promise<Submitted> {
     const infra = await this.infra();
-    const id = opts.jobId ?? (opts.idempotencyKey ? jobIdFromKey(opts.idempotencyKey) : nuid.next());
+    const tenant = opts.tenant ?? DEFAULT_TENANT;
+    const id = opts.jobId ?? (opts.idempotencyKey ? jobIdFromKey(tenant, opts.idempotencyKey) : nuid.next());
     if (opts.idempotencyKey || opts.jobId) {
       const existing = await getJob(infra, id);
       if (existing) return { id, record: existing.record, replayed: true };
     }
     const queuedAt = Date.now();
-    const seq = await this.publishJob(model, inputs, { ...opts, jobId: id }, undefined, true);
+    const seq = await this.publishJob(model, inputs, { ...opts, jobId: id, tenant }, undefined, true);
     const record: JobRecord = {
       id,
       model,
@@ -170,6 +188,7 @@ export class JetshardClient {
       queuedAt,
       ...(opts.timeoutMs ? { deadline: queuedAt + opts.timeoutMs } : {}),
       ...(opts.requestId !== undefined ? { requestId: opts.requestId } : {}),
+      tenant,
       seq,
     };
     if ((await createJob(infra, record)) === null) {
@@ -209,19 +228,26 @@ export class JetshardClient {
       deadline: opts.timeoutMs ? Date.now() + opts.timeoutMs : undefined,
       track,
       priority: opts.priority,
+      tenant: opts.tenant,
     });
     const subject = opts.priority === "high" ? subjects.inferHigh(model) : subjects.infer(model);
+    const frame = encodeFrame(meta, inputs);
+    const maxPayload = this.nc.info?.max_payload;
+    if (maxPayload !== undefined && frame.byteLength > maxPayload) {
+      throw new JobError("PAYLOAD_TOO_LARGE", `job for model "${model}" is ${frame.byteLength} bytes; the NATS max payload is ${maxPayload}`);
+    }
     try {
-      const ack = await this.js.publish(subject, encodeFrame(meta, inputs), { msgID: opts.jobId, headers: h });
+      const ack = await this.js.publish(subject, frame, { msgID: opts.jobId, headers: h });
       return ack.seq;
     } catch (err) {
-      const msg = err instanceof Error ? err.message : String(err);
-      if (/maximum (bytes|messages)|per subject|resource limits|10077|insufficient resources/i.test(msg)) {
+      // a stream limit with discard new (max bytes, messages per subject) or a server out of resources: back off
+      if (err instanceof JetStreamApiError && (err.code === JS_API_CODES.storeFailed || err.code === JS_API_CODES.insufficientResources)) {
         throw new JobError("QUEUE_FULL", `queue for model "${model}" is full`, { retryable: true, cause: err });
       }
-      if (/max.?payload|payload.*(too large|exceeded)/i.test(msg)) {
-        throw new JobError("PAYLOAD_TOO_LARGE", `job for model "${model}" exceeds the NATS max payload`, { cause: err });
-      }
+      const mapped = fromNatsError(err);
+      if (mapped?.code === "PAYLOAD_TOO_LARGE") throw new JobError("PAYLOAD_TOO_LARGE", `job for model "${model}" exceeds the queue's message size limit`, { cause: err });
+      if (mapped) throw new JobError(mapped.code, `could not queue the job for model "${model}": ${mapped.message}`, { retryable: true, cause: err });
+      const msg = err instanceof Error ? err.message : String(err);
       throw new JobError("INTERNAL", `could not publish job for model "${model}": ${msg}`, { cause: err, retryable: true });
     }
   }

@@ -13,7 +13,7 @@ const boolStr = (def: boolean) =>
  */
 const EnvSchema = z.object({
   JETSHARD_NATS_URL: z.string().optional(),
-  JETSHARD_HOST: z.string().default("0.0.0.0"),
+  JETSHARD_HOST: z.string().default("127.0.0.1"),
   JETSHARD_PORT: int(8080),
   JETSHARD_WORKERS: int(2),
   JETSHARD_DATA_DIR: z.string().default(".data"),

@@ -6,7 +6,7 @@
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import type { JobError } from "./errors.js";
 import type { Infra } from "./nats.js";
-import { STREAMS, subjects } from "./subjects.js";
+import { HEADERS, STREAMS, subjects } from "./subjects.js";
 
 const STREAMS_DLQ = STREAMS.dlq;
 
@@ -71,6 +71,8 @@ export interface DeadLetterEntry {
   attempts: number;
   failedAt: string;
   bytes: number;
+  /** The tenant that submitted the job, when the gateway did. */
+  tenant?: string;
 }
 
 function entryOf(m: { seq: number; header?: MsgHdrs; data: Uint8Array; subject: string }): DeadLetterEntry {
@@ -86,27 +88,32 @@ function entryOf(m: { seq: number; header?: MsgHdrs; data: Uint8Array; subject: 
     attempts: Number(h?.get(DLQ_HEADERS.attempts) || 0),
     failedAt: h?.get(DLQ_HEADERS.failedAt) || "",
     bytes: m.data.byteLength,
+    ...(h?.get(HEADERS.tenant) ? { tenant: h.get(HEADERS.tenant) } : {}),
   };
 }
 
-/** Dead letters, newest first (at most `limit`), optionally for one model. */
-export async function listDeadLetters(infra: Infra, opts: { model?: string; limit?: number } = {}): Promise<DeadLetterEntry[]> {
+/** Which dead letters a caller may see and act on (e.g. its own tenant's); all when absent. */
+export type DeadLetterFilter = (e: DeadLetterEntry) => boolean;
+
+/** Dead letters, newest first (at most `limit`), optionally for one model and those `allow` admits. */
+export async function listDeadLetters(infra: Infra, opts: { model?: string; limit?: number; allow?: DeadLetterFilter } = {}): Promise<DeadLetterEntry[]> {
   const info = await infra.jsm.streams.info(STREAMS_DLQ);
   const out: DeadLetterEntry[] = [];
   for (let seq = info.state.last_seq; seq >= info.state.first_seq && seq > 0 && out.length < (opts.limit ?? 1000); seq--) {
     const m = await infra.jsm.streams.getMessage(STREAMS_DLQ, { seq }).catch(() => null);
     if (!m) continue;
     const e = entryOf(m);
-    if (!opts.model || e.model === opts.model) out.push(e);
+    if ((!opts.model || e.model === opts.model) && (!opts.allow || opts.allow(e))) out.push(e);
   }
   return out;
 }
 
-async function findDeadLetter(infra: Infra, id: string) {
+/** The newest dead letter with this id that `allow` admits, or null (a hidden one is as absent as a missing one). */
+async function findDeadLetter(infra: Infra, id: string, allow?: DeadLetterFilter) {
   const info = await infra.jsm.streams.info(STREAMS_DLQ);
   for (let seq = info.state.last_seq; seq >= info.state.first_seq && seq > 0; seq--) {
     const m = await infra.jsm.streams.getMessage(STREAMS_DLQ, { seq }).catch(() => null);
-    if (m && (m.header?.get(DLQ_HEADERS.jobId) === id || `dlq-${m.seq}` === id)) return m;
+    if (m && (m.header?.get(DLQ_HEADERS.jobId) === id || `dlq-${m.seq}` === id)) return !allow || allow(entryOf(m)) ? m : null;
   }
   return null;
 }
@@ -116,8 +123,8 @@ async function findDeadLetter(infra: Infra, id: string) {
  * `beforePublish` runs first (to reset the job's record).
  * Returns the replayed entry, or null when there is no such dead letter.
  */
-export async function replayDeadLetter(infra: Infra, id: string, beforePublish?: (e: DeadLetterEntry) => Promise<void>): Promise<DeadLetterEntry | null> {
-  const m = await findDeadLetter(infra, id);
+export async function replayDeadLetter(infra: Infra, id: string, beforePublish?: (e: DeadLetterEntry) => Promise<void>, allow?: DeadLetterFilter): Promise<DeadLetterEntry | null> {
+  const m = await findDeadLetter(infra, id, allow);
   if (!m) return null;
   const e = entryOf(m);
   const h = natsHeaders();
@@ -133,8 +140,8 @@ export async function replayDeadLetter(infra: Infra, id: string, beforePublish?:
 }
 
 /** Deletes a dead letter; false when there is none. */
-export async function deleteDeadLetter(infra: Infra, id: string): Promise<boolean> {
-  const m = await findDeadLetter(infra, id);
+export async function deleteDeadLetter(infra: Infra, id: string, allow?: DeadLetterFilter): Promise<boolean> {
+  const m = await findDeadLetter(infra, id, allow);
   if (!m) return false;
   await infra.jsm.streams.deleteMessage(STREAMS_DLQ, m.seq);
   return true;

@@ -5,7 +5,7 @@
  * `parseJobSubject`, so a header is spelled, parsed and validated once.
  */
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
-import { HEADERS, STREAMS } from "./subjects.js";
+import { HEADERS, STREAMS, isReplySubject } from "./subjects.js";
 
 export type Priority = "high" | "normal";
 
@@ -26,6 +26,10 @@ export interface Envelope {
   replyOnly: boolean;
   /** `Jetshard-Model-Version`, as sent (validated where it is used). */
   modelVersion?: string;
+  /** `Jetshard-Tenant`: the tenant that submitted the job (set by the gateway); kept on every hop and dead letter. */
+  tenant?: string;
+  /** A `Jetshard-Reply` outside `_INBOX.` that was dropped: workers never publish to a subject a header picks. */
+  ignoredReply?: string;
   /** What is wrong with the headers, naming the header; the job fails with BAD_REQUEST when set. */
   problem?: string;
 }
@@ -40,7 +44,10 @@ export function readEnvelope(h: MsgHdrs | undefined): Envelope {
   const jobId = get(HEADERS.jobId);
   if (jobId) env.jobId = jobId;
   const reply = get(HEADERS.reply);
-  if (reply) env.reply = reply;
+  if (reply && isReplySubject(reply)) env.reply = reply;
+  else if (reply) env.ignoredReply = reply;
+  const tenant = get(HEADERS.tenant);
+  if (tenant) env.tenant = tenant;
   const deadline = get(HEADERS.deadline);
   if (deadline !== undefined) {
     const n = Number(deadline);
@@ -59,7 +66,7 @@ export function readEnvelope(h: MsgHdrs | undefined): Envelope {
 }
 
 /** Writes an envelope into headers (a fresh set unless `into` is given). Unset fields are left out. */
-export function writeEnvelope(env: Partial<Omit<Envelope, "problem">>, into: MsgHdrs = natsHeaders()): MsgHdrs {
+export function writeEnvelope(env: Partial<Omit<Envelope, "problem" | "ignoredReply">>, into: MsgHdrs = natsHeaders()): MsgHdrs {
   if (env.msgId) into.set(HEADERS.msgId, env.msgId);
   if (env.jobId) into.set(HEADERS.jobId, env.jobId);
   if (env.reply) into.set(HEADERS.reply, env.reply);
@@ -68,6 +75,7 @@ export function writeEnvelope(env: Partial<Omit<Envelope, "problem">>, into: Msg
   if (env.track) into.set(HEADERS.track, "1");
   if (env.replyOnly) into.set(HEADERS.result, "reply");
   if (env.modelVersion !== undefined) into.set(HEADERS.modelVersion, env.modelVersion);
+  if (env.tenant) into.set(HEADERS.tenant, env.tenant);
   return into;
 }
 

@@ -5,10 +5,10 @@
  */
 import { createHash } from "node:crypto";
 import { z } from "zod";
-import { JobError } from "./errors.js";
+import { JobError, fromNatsError, preview } from "./errors.js";
 import type { Infra } from "./nats.js";
-import { replayDeadLetter, type DeadLetterEntry } from "./dlq.js";
-import { STREAMS } from "./subjects.js";
+import { replayDeadLetter, type DeadLetterEntry, type DeadLetterFilter } from "./dlq.js";
+import { BUCKETS, STREAMS } from "./subjects.js";
 
 export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
@@ -31,6 +31,8 @@ export const JobRecordSchema = z.object({
   error: z.object({ code: z.string(), message: z.string() }).optional(),
   worker: z.string().optional(),
   requestId: z.string().optional(),
+  /** The tenant that submitted it; only that tenant (or an admin) sees it. Absent for jobs published straight to NATS. */
+  tenant: z.string().optional(),
   /** JOBS stream sequence, to delete a queued job on cancel. */
   seq: z.number().int().optional(),
 });
@@ -41,10 +43,12 @@ export function newJobRecord(id: string, model: string, queuedAt = Date.now()): 
   return { id, model, status: "queued", priority: "normal", attempts: 0, queuedAt };
 }
 
-/** A job id from an idempotency key: the key itself when it is token-safe, else a hash of it. */
-export function jobIdFromKey(key: string): string {
-  if (/^[A-Za-z0-9_-]{1,64}$/.test(key)) return key;
-  return "k" + createHash("sha256").update(key).digest("base64url").slice(0, 32);
+/**
+ * A job id from a tenant's idempotency key: a hash of both, so two tenants sending the same key get two jobs, and
+ * nobody can pick (or guess from a key) the id of someone else's job.
+ */
+export function jobIdFromKey(tenant: string, key: string): string {
+  return "k" + createHash("sha256").update(tenant).update("\0").update(key).digest("base64url").slice(0, 32);
 }
 
 export interface JobEntry {
@@ -81,23 +85,36 @@ export async function updateJob(infra: Infra, id: string, change: (r: JobRecord 
     try {
       const revision = cur ? await infra.jobs.update(id, JSON.stringify(next), cur.revision) : await infra.jobs.create(id, JSON.stringify(next));
       return { record: next, revision };
-    } catch {
-      // someone else wrote in between: read again
+    } catch (err) {
+      // someone else wrote in between: read again. Anything else (NATS down, a timeout) is not a conflict.
+      if (fromNatsError(err)?.code !== "CONFLICT") throw fromNatsError(err) ?? err;
     }
   }
   throw new JobError("CONFLICT", `job ${id}: too many concurrent updates`, { retryable: true });
 }
 
+/**
+ * Keys of the `jobs` bucket, from its stream's subject list (one request, paged by nats.js). Not `kv.keys()`: its
+ * consumer ends on a "nothing pending" that, while records are being rewritten (history 1 drops the old ones),
+ * may only come with an idle heartbeat tens of seconds later, and a GET /v1/jobs would hang that long.
+ */
+async function jobKeys(infra: Infra): Promise<string[]> {
+  const prefix = `$KV.${BUCKETS.jobs}.`;
+  const info = await infra.jsm.streams.info(`KV_${BUCKETS.jobs}`, { subjects_filter: `${prefix}>` });
+  return Object.keys(info.state.subjects ?? {}).map((s) => s.slice(prefix.length));
+}
+
 /** Lists job records, newest first, optionally filtered. Reads at most `scan` entries. */
-export async function listJobs(infra: Infra, opts: { status?: JobStatus; model?: string; limit?: number; scan?: number } = {}): Promise<JobRecord[]> {
+export async function listJobs(infra: Infra, opts: { status?: JobStatus; model?: string; tenant?: string; limit?: number; scan?: number } = {}): Promise<JobRecord[]> {
   const out: JobRecord[] = [];
   let seen = 0;
-  for await (const k of await infra.jobs.keys()) {
+  for (const k of await jobKeys(infra)) {
     if (++seen > (opts.scan ?? 10_000)) break;
     const e = await getJob(infra, k);
     if (!e) continue;
     if (opts.status && e.record.status !== opts.status) continue;
     if (opts.model && e.record.model !== opts.model) continue;
+    if (opts.tenant !== undefined && e.record.tenant !== opts.tenant) continue;
     out.push(e.record);
   }
   out.sort((a, b) => b.queuedAt - a.queuedAt);
@@ -135,7 +152,7 @@ export function parseDurationMs(v: unknown, field: string): number | undefined {
       if (n > 0) return Math.round(n);
     }
   }
-  throw new JobError("BAD_REQUEST", `${field}: ${JSON.stringify(v)} is not a duration (ms as a number, or "500ms", "10s", "2m")`);
+  throw new JobError("BAD_REQUEST", `${field}: ${preview(v)} is not a duration (ms as a number, or "500ms", "10s", "2m")`);
 }
 
 /**
@@ -157,12 +174,12 @@ export async function cancelJob(infra: Infra, id: string): Promise<JobStatus> {
 }
 
 /** Replays a dead letter (same job id, fresh attempts), resetting its record first. Throws JOB_NOT_FOUND. */
-export async function replayJob(infra: Infra, id: string): Promise<DeadLetterEntry> {
+export async function replayJob(infra: Infra, id: string, allow?: DeadLetterFilter): Promise<DeadLetterEntry> {
   const e = await replayDeadLetter(infra, id, async (entry) => {
     await updateJob(infra, entry.id, (r) =>
       r ? { ...r, status: "queued", attempts: 0, error: undefined, startedAt: undefined, finishedAt: undefined, deadline: undefined, seq: undefined } : null,
     );
-  });
+  }, allow);
   if (!e) throw new JobError("JOB_NOT_FOUND", `dead letter "${id}" not found`);
   return e;
 }

@@ -7,6 +7,7 @@ import * as ort from "onnxruntime-node";
 import type { Infra } from "./nats.js";
 import { decodeModel, encodeModel } from "./onnx/builder.js";
 import { partition, PartitionError } from "./onnx/partition.js";
+import { assertNoExternalData } from "./onnx/external-data.js";
 import { JobError } from "./errors.js";
 import { NAME_PATTERN, STREAMS, consumerName, subjects } from "./subjects.js";
 import { datatypeFromOrt } from "./tensor.js";
@@ -54,9 +55,11 @@ function toSpec(m: ort.InferenceSession.ValueMetadata, where: string): TensorSpe
 
 /**
  * Loads `bytes` in ONNX Runtime to prove it is a usable model and reads its inputs and outputs.
- * Throws JobError MODEL_INVALID (400) with ORT's reason.
+ * Throws JobError MODEL_INVALID (400) with ORT's reason, or, before ORT sees the bytes, for a model with any
+ * tensor stored outside it (external data: ORT would read that file from the server's disk).
  */
 export async function inspectModel(bytes: Uint8Array): Promise<{ inputs: TensorSpec[]; outputs: TensorSpec[] }> {
+  assertNoExternalData(bytes);
   let session: ort.InferenceSession;
   try {
     session = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: "disabled" });
@@ -136,6 +139,8 @@ export async function planStages(bytes: Uint8Array, opts: ShardOptions): Promise
   const stages: StagePlan[] = [];
   for (const [i, st] of result.stages.entries()) {
     const stageBytes = encodeModel(st);
+    // the stages are rebuilt from a decoded copy, which may differ from what ORT parses: check them again
+    assertNoExternalData(stageBytes, `stage ${i} of the split model`);
     const io = await inspectModel(stageBytes).catch((err) => {
       throw new JobError("MODEL_INVALID", `stage ${i} of the split model does not load: ${(err as Error).message}`, { cause: err });
     });
@@ -152,7 +157,7 @@ export async function addModel(
   infra: Infra,
   name: string,
   bytes: Uint8Array,
-  opts: ShardOptions & { note?: string; batching?: Partial<Batching> } = {},
+  opts: ShardOptions & { note?: string; batching?: Partial<Batching>; tenant?: string } = {},
 ): Promise<ModelVersion> {
   checkModelName(name);
   const io = await inspectModel(bytes);
@@ -186,7 +191,8 @@ export async function addModel(
       ...(note ? { note } : {}),
       batching,
     };
-    const rec: ModelRecord = { name, latest: version, versions: [...(prev?.versions ?? []), mv] };
+    const tenant = prev ? prev.tenant : opts.tenant;
+    const rec: ModelRecord = { name, ...(tenant ? { tenant } : {}), latest: version, versions: [...(prev?.versions ?? []), mv] };
     try {
       const value = JSON.stringify(rec);
       if (entry && entry.operation === "PUT" && entry.value.length > 0) await infra.models.update(name, value, entry.revision);

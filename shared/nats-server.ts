@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
@@ -60,6 +60,13 @@ export interface StartOptions {
   storeDir?: string;
   /** Extra config lines. */
   extra?: string;
+  /**
+   * Files copied next to the generated config, so `extra` can `include "<basename>"` them: nats-server 2.9 resolves
+   * includes relative to the including file and does not take absolute paths.
+   */
+  copyFiles?: string[];
+  /** nats-server's environment (config `$VARIABLE`s are read from it); default this process's. */
+  env?: NodeJS.ProcessEnv;
   /** Pass stdout/stderr through (jetshard up). */
   inheritOutput?: boolean;
   /** A config file to use as is (jetshard up); ports are then learned from it via ports_file_dir. */
@@ -93,10 +100,11 @@ export async function startNatsServer(opts: StartOptions = {}): Promise<RunningN
       opts.extra ?? "",
     ].join("\n");
     const confFile = path.join(workDir, "nats.conf");
+    for (const f of opts.copyFiles ?? []) await copyFile(f, path.join(workDir, path.basename(f)));
     await writeFile(confFile, conf);
     args = ["-c", confFile, "--ports_file_dir", portsDir];
   }
-  const proc = spawn(bin, args, { stdio: opts.inheritOutput ? "inherit" : ["ignore", "ignore", "pipe"] });
+  const proc = spawn(bin, args, { stdio: opts.inheritOutput ? "inherit" : ["ignore", "ignore", "pipe"], env: opts.env ?? process.env });
   let err = "";
   proc.stderr?.on("data", (d: Buffer) => {
     err = (err + d.toString()).slice(-8000);

@@ -1,9 +1,12 @@
 /**
- * NATS helpers: connecting, and making sure the streams and buckets jetshard uses exist.
- * Every process calls `openInfra` at start; creation is idempotent and safe to race.
+ * NATS helpers: connecting (credentials, TLS, inbox prefix from config), and binding to the streams and buckets
+ * jetshard uses. Every process calls `openInfra` at start: it binds to what exists (which needs only read rights on
+ * the stream's info) and creates only what is missing, idempotently and safe to race. A NATS user without the right
+ * to create (a worker, see nats-auth.conf) therefore starts fine once an admin or a gateway has provisioned.
  * Everything here sticks to what nats-server 2.9 supports (bucket-level max_age, one filter subject per consumer).
  */
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { existsSync } from "node:fs";
+import { connect, errors as natsErrors, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
 import {
   jetstream,
   jetstreamManager,
@@ -16,26 +19,96 @@ import {
 } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { Objm, type ObjectStore } from "@nats-io/obj";
+import { ConfigError } from "./config.js";
 import type { Logger } from "./log.js";
+import { NAS_BUCKETS } from "./nas/wire.js";
 import { BUCKETS, STREAMS, subjects } from "./subjects.js";
 
 export type { NatsConnection };
 
 const ms = (n: number) => n * 1_000_000; // JetStream durations are nanoseconds
 
-/** Connects with reconnects forever: a worker or gateway should outlive a nats-server restart. */
-export async function connectNats(servers: string[], name: string, log?: Logger): Promise<NatsConnection> {
-  const nc = await connect({
-    servers,
+/** NATS credentials and TLS of one process: the `nats` part of the config (all optional). */
+export interface NatsSettings {
+  user?: string;
+  password?: string;
+  token?: string;
+  /**
+   * Prefix of every reply subject this connection makes (its NATS user may subscribe only there). Default
+   * `_INBOX.<user>` with a user, else nats.js' `_INBOX`.
+   */
+  inboxPrefix?: string;
+  /** CA bundle that signs the server's certificate (PEM file). */
+  tlsCa?: string;
+  /** Client certificate (PEM file), for servers that verify clients; needs `tlsKey`. */
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+/** Where and how to connect: the config's `natsServers` and its `nats` settings. */
+export interface NatsConnectConfig {
+  natsServers: string[];
+  nats?: NatsSettings;
+}
+
+/**
+ * nats.js connection options for `cfg`. TLS is on only when a CA, cert or key file is set.
+ * @throws ConfigError naming the variable: a password without a user (or the reverse), a token together with a
+ *   user, a certificate without its key (or the reverse), a TLS file that does not exist.
+ */
+export function natsConnectionOptions(cfg: NatsConnectConfig, name: string): ConnectionOptions {
+  const s = cfg.nats ?? {};
+  if (s.user && !s.password) throw new ConfigError("JETSHARD_NATS_USER is set without JETSHARD_NATS_PASSWORD");
+  if (s.password && !s.user) throw new ConfigError("JETSHARD_NATS_PASSWORD is set without JETSHARD_NATS_USER");
+  if (s.token && s.user) throw new ConfigError("JETSHARD_NATS_TOKEN and JETSHARD_NATS_USER are both set: use one way to authenticate");
+  if (s.tlsCert && !s.tlsKey) throw new ConfigError("JETSHARD_NATS_TLS_CERT is set without JETSHARD_NATS_TLS_KEY: a client certificate needs its private key");
+  if (s.tlsKey && !s.tlsCert) throw new ConfigError("JETSHARD_NATS_TLS_KEY is set without JETSHARD_NATS_TLS_CERT");
+  const files: Array<[string, string | undefined]> = [
+    ["JETSHARD_NATS_TLS_CA", s.tlsCa],
+    ["JETSHARD_NATS_TLS_CERT", s.tlsCert],
+    ["JETSHARD_NATS_TLS_KEY", s.tlsKey],
+  ];
+  for (const [variable, file] of files) {
+    if (file && !existsSync(file)) throw new ConfigError(`${variable}: file "${file}" does not exist`);
+  }
+  // as config does: a user's replies come under _INBOX.<user>, the inbox nats-auth.conf lets it subscribe to
+  const inboxPrefix = s.inboxPrefix ?? (s.user ? `_INBOX.${s.user.replace(/[^A-Za-z0-9_-]/g, "_")}` : undefined);
+  const tls = s.tlsCa || s.tlsCert ? { ...(s.tlsCa ? { caFile: s.tlsCa } : {}), ...(s.tlsCert ? { certFile: s.tlsCert, keyFile: s.tlsKey } : {}) } : undefined;
+  return {
+    servers: cfg.natsServers,
     name,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
     pingInterval: 10_000,
-  });
+    ...(s.user ? { user: s.user, pass: s.password } : {}),
+    ...(s.token ? { token: s.token } : {}),
+    ...(inboxPrefix ? { inboxPrefix } : {}),
+    ...(tls ? { tls } : {}),
+  };
+}
+
+/**
+ * Connects with reconnects forever: a worker or gateway should outlive a nats-server restart.
+ * @throws ConfigError for inconsistent settings (see natsConnectionOptions); an Error naming the user when the
+ *   server rejects the credentials.
+ */
+export async function connectNats(cfg: NatsConnectConfig, name: string, log?: Logger): Promise<NatsConnection> {
+  let nc: NatsConnection;
+  try {
+    nc = await connect(natsConnectionOptions(cfg, name));
+  } catch (err) {
+    if (err instanceof natsErrors.AuthorizationError) {
+      const who = cfg.nats?.user ? `user "${cfg.nats.user}"` : cfg.nats?.token ? "the token" : "no credentials (set JETSHARD_NATS_USER and JETSHARD_NATS_PASSWORD)";
+      throw new Error(`NATS at ${cfg.natsServers.join(",")} refused ${who}: ${err.message}`, { cause: err });
+    }
+    throw err;
+  }
   if (log) {
     void (async () => {
       for await (const s of nc.status()) {
-        if (s.type === "disconnect" || s.type === "reconnect" || s.type === "error") log.warn({ status: s.type }, "nats connection status");
+        if (s.type === "disconnect" || s.type === "reconnect") log.warn({ status: s.type }, "nats connection status");
+        // a permission violation names the subject: the user's permissions (nats-auth.conf) lack it
+        else if (s.type === "error") log.warn({ status: s.type, err: s.error }, "nats connection error");
       }
     })();
   }
@@ -66,26 +139,74 @@ export interface Infra {
   jobs: KV;
 }
 
+/**
+ * A stream or bucket this NATS user may not read or create: its permissions (nats-auth.conf) lack the subject.
+ * Thrown at start, so a restricted process never runs half bound.
+ */
+export class NatsPermissionError extends Error {
+  override name = "NatsPermissionError";
+  constructor(
+    message: string,
+    /** The denied subject, e.g. `$JS.API.STREAM.CREATE.JOBS`. */
+    readonly subject: string | undefined,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** The permission violation behind `err` (nats.js may wrap it), or null. */
+export function permissionViolation(err: unknown): InstanceType<typeof natsErrors.PermissionViolationError> | null {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e instanceof natsErrors.PermissionViolationError) return e;
+  }
+  return null;
+}
+
+function deniedError(stream: string, err: unknown): NatsPermissionError {
+  const pv = permissionViolation(err)!;
+  const creating = /\.(CREATE|UPDATE)\./.test(pv.subject);
+  const message = creating
+    ? `stream ${stream} does not exist and this NATS user may not create it (denied: ${pv.subject}); provision it first as admin (jetshard up) or start a gateway`
+    : `this NATS user may not use stream ${stream} (denied: ${pv.subject}); check its permissions in nats-auth.conf`;
+  return new NatsPermissionError(message, pv.subject, { cause: err });
+}
+
+/** True when a JetStream error says the stream is missing (10059). */
+function isStreamNotFound(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: string };
+  return e?.code === 10059 || e?.message === "stream not found";
+}
+
+/** Binds to a stream when it exists; creates it only when it is missing (then another process may win the race). */
 async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
   try {
     await jsm.streams.info(cfg.name);
     return;
-  } catch {
-    // not there yet
+  } catch (err) {
+    if (permissionViolation(err)) throw deniedError(cfg.name, err);
+    if (!isStreamNotFound(err)) throw err;
   }
   try {
     await jsm.streams.add(cfg);
   } catch (err) {
     // another process may have created it between our info and add
     await jsm.streams.info(cfg.name).catch(() => {
-      throw err;
+      throw permissionViolation(err) ? deniedError(cfg.name, err) : err;
     });
   }
 }
 
-/** Creates (or binds to) every stream and bucket. */
+/**
+ * Binds to every stream and bucket, creating those that are missing (when this user may). The NAS buckets are
+ * made sure of too, so workers and controllers with bind-only rights find them.
+ * @throws NatsPermissionError when a stream is missing and this user may not create it, or may not read it.
+ */
 export async function openInfra(nc: NatsConnection, opts: InfraOptions): Promise<Infra> {
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(nc).catch((err) => {
+    const pv = permissionViolation(err);
+    throw pv ? new NatsPermissionError(`this NATS user may not use JetStream (denied: ${pv.subject}); a client user may only publish jobs`, pv.subject, { cause: err }) : err;
+  });
   const js = jetstream(nc);
   await ensureStream(jsm, {
     name: STREAMS.jobs,
@@ -128,6 +249,7 @@ export async function openInfra(nc: NatsConnection, opts: InfraOptions): Promise
   const objm = new Objm(nc);
   const objects = await openObjectStore(objm, BUCKETS.modelObjects, {});
   const claims = await openObjectStore(objm, BUCKETS.claims, { ttl: ms(3600_000) });
+  await Promise.all([openKv(kvm, NAS_BUCKETS.experiments, NAS_BUCKET_OPTS), openKv(kvm, NAS_BUCKETS.trials, NAS_BUCKET_OPTS)]);
   // JetStream announces jobs that ran out of deliveries only as core NATS advisories: keep them in a stream
   // so none is missed while no worker listens.
   await ensureStream(jsm, {
@@ -141,32 +263,36 @@ export async function openInfra(nc: NatsConnection, opts: InfraOptions): Promise
   return { nc, js, jsm, workers, models, objects, claims, jobs };
 }
 
-/** Create-or-open, retried: processes starting together race to create the same bucket. */
-async function createOrOpen<T>(create: () => Promise<T>, open: () => Promise<T>): Promise<T> {
-  let last: unknown;
-  for (let i = 0; i < 10; i++) {
-    try {
-      return await create();
-    } catch (err) {
-      last = err;
-    }
+/** Settings of the NAS `experiments` and `trials` buckets (shared/nas/store.ts opens them too). */
+export const NAS_BUCKET_OPTS = { history: 1 } as const;
+
+/**
+ * Bind-or-create, retried: processes starting together race to create the same bucket. nats.js' `create` of a KV
+ * bucket or object store asks for the stream's info first and adds the stream only on "stream not found", so on an
+ * existing bucket it only binds (which needs no right to create streams).
+ */
+async function bindOrCreate<T>(stream: string, open: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
     try {
       return await open();
     } catch (err) {
-      last = err;
+      if (permissionViolation(err)) throw deniedError(stream, err);
+      if (i >= 9) throw err;
     }
     await new Promise((r) => setTimeout(r, 50 * (i + 1)));
   }
-  throw last;
 }
 
 function openObjectStore(objm: Objm, name: string, opts: { ttl?: number }): Promise<ObjectStore> {
-  return createOrOpen(() => objm.create(name, { storage: StorageType.File, ...opts }), () => objm.open(name));
+  return bindOrCreate(`OBJ_${name}`, () => objm.create(name, { storage: StorageType.File, ...opts }));
 }
 
-/** Creates (or binds to) a file-backed KV bucket, safe to race with other processes doing the same. */
+/**
+ * Binds to a file-backed KV bucket, creating it when it is missing; safe to race with other processes doing the same.
+ * @throws NatsPermissionError when it is missing and this user may not create it.
+ */
 export function openKv(kvm: Kvm, name: string, opts: { ttl?: number; history?: number }): Promise<KV> {
-  return createOrOpen(() => kvm.create(name, { ...opts, storage: StorageType.File }), () => kvm.open(name));
+  return bindOrCreate(`KV_${name}`, () => kvm.create(name, { ...opts, storage: StorageType.File }));
 }
 
 /** True when a JetStream error means "not found" (stream, consumer, message). */

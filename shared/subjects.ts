@@ -19,6 +19,8 @@ export const BUCKETS = {
   models: "models",
   jobs: "jobs",
   experiments: "experiments",
+  /** API key records (hashed secrets), by key id. */
+  apiKeys: "apikeys",
   /** Object store of model (shard) bytes. */
   modelObjects: "models",
   /** Object store of activations too big for one message, collected by the next stage. */
@@ -39,6 +41,8 @@ export const HEADERS = {
    * skips storing it in RESULTS. Absent: the result is also stored.
    */
   result: "Jetshard-Result",
+  /** The tenant that submitted the job (set by the gateway; dead letters and records keep it). */
+  tenant: "Jetshard-Tenant",
 } as const;
 
 export const subjects = {
@@ -73,3 +77,12 @@ export function highConsumerName(model: string): string {
 
 /** Names usable as a subject token, a KV key and a consumer name. */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
+
+/**
+ * True when `subject` may receive a result named in a job's `Jetshard-Reply` header: a concrete subject (no wildcards,
+ * no empty tokens, no whitespace) under `_INBOX.`, where only the requester listens. Workers publish results nowhere
+ * else, so a job cannot make a worker publish onto a stream or another service's subject.
+ */
+export function isReplySubject(subject: string): boolean {
+  return subject.length <= 512 && /^_INBOX(\.[^.\s*>]+)+$/.test(subject);
+}

@@ -7,11 +7,12 @@ import { JetshardClient } from "#shared/client.js";
 import { loadConfig, ConfigError } from "#shared/config.js";
 import { JobError } from "#shared/errors.js";
 import { addModel, deleteModel, listModels } from "#shared/model-repo.js";
-import { connectNats, openInfra, type Infra } from "#shared/nats.js";
+import { NatsPermissionError, connectNats, openInfra, type Infra } from "#shared/nats.js";
 import { typedArrayToJson, type Tensor } from "#shared/tensor.js";
 import { tensorsFromJson } from "#shared/validate.js";
 import { InferRequestSchema, WorkerInfoSchema, isLive, zodMessage } from "#shared/wire.js";
 import { parse, UsageError } from "./args.js";
+import { localNatsEnv } from "./credentials.js";
 
 const HELP: Record<string, string> = {
   main: `jetshard: ML jobs across a fleet of machines, on NATS JetStream
@@ -30,12 +31,16 @@ Commands:
   device                 show the device a worker here would use, proven by a tiny model run
   jobs list|show|cancel  inspect and cancel async jobs
   dlq list|replay|rm     inspect, replay and delete dead letters
+  keys create|list|revoke  API keys (tenants, scopes) for the HTTP gateway
 
 Every command reads JETSHARD_* environment variables (see README). Use "jetshard <command> --help".`,
   up: `Usage: jetshard up
 
 Starts nats-server from nats.conf (unless JETSHARD_NATS_URL is set), the gateway on JETSHARD_PORT,
-JETSHARD_WORKERS workers, seeds the demo models, and prints a curl to try. Ctrl-C stops everything it started.`,
+JETSHARD_WORKERS workers, seeds the demo models, and prints a curl to try. Ctrl-C stops everything it started.
+nats-server runs with the users of nats-auth.conf; their passwords are generated once into
+$JETSHARD_DATA_DIR/nats-credentials.json (mode 0600), and other jetshard commands run on this machine without
+NATS credentials use them.`,
   gateway: `Usage: jetshard gateway
 
 Runs the HTTP gateway on JETSHARD_HOST:JETSHARD_PORT, connected to JETSHARD_NATS_URL.`,
@@ -79,7 +84,8 @@ function help(cmd: string): void {
 
 async function withInfra<T>(fn: (infra: Infra) => Promise<T>): Promise<T> {
   const config = loadConfig();
-  const nc = await connectNats(config.natsServers, "jetshard-cli").catch((err) => {
+  const nc = await connectNats(config, "jetshard-cli").catch((err) => {
+    if (err instanceof ConfigError) throw err;
     throw new UsageError(`cannot reach NATS at ${config.natsServers.join(",")} (set JETSHARD_NATS_URL): ${err.message}`);
   });
   try {
@@ -160,7 +166,7 @@ async function cmdInfer(argv: string[]): Promise<void> {
     throw new UsageError("infer needs --json or --input");
   }
   const config = loadConfig();
-  const client = await JetshardClient.connect(config.natsServers);
+  const client = await JetshardClient.connect(config.natsServers, config.nats);
   try {
     const r = await client.infer(model, inputs, {
       outputs,
@@ -258,6 +264,11 @@ export async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === "--help" || cmd === "-h" || cmd === "help") return help("main");
   const wantsHelp = rest.includes("--help") || rest.includes("-h");
+  if (cmd !== "up" && !wantsHelp) {
+    // next to a local `jetshard up`, connect with its generated credentials unless others are configured
+    const role = cmd === "gateway" || cmd === "worker" || cmd === "controller" ? cmd : "admin";
+    Object.assign(process.env, localNatsEnv(process.env, role));
+  }
   switch (cmd) {
     case "up":
       if (wantsHelp) return help("up");
@@ -294,13 +305,15 @@ export async function main(argv: string[]): Promise<void> {
       return cmdJobs(rest);
     case "dlq":
       return cmdDlq(rest);
+    case "keys":
+      return (await import("./keys.js")).cmdKeys(rest, withInfra);
     default:
       throw new UsageError(`unknown command "${cmd}"; see jetshard --help`);
   }
 }
 
 main(process.argv.slice(2)).catch((err) => {
-  if (err instanceof UsageError || err instanceof ConfigError || err instanceof JobError) {
+  if (err instanceof UsageError || err instanceof ConfigError || err instanceof JobError || err instanceof NatsPermissionError) {
     process.stderr.write(`jetshard: ${err.message}\n`);
     process.exit(2);
   }

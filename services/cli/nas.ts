@@ -4,9 +4,9 @@
  * needs no gateway; a controller (`jetshard controller`, or `jetshard up`) must be running to drive them.
  */
 import { readFile } from "node:fs/promises";
-import { loadConfig } from "#shared/config.js";
+import { ConfigError, loadConfig } from "#shared/config.js";
 import { NasSpecError } from "#shared/nas/errors.js";
-import { parseExperimentSpec, type ExperimentSpec } from "#shared/nas/spec.js";
+import { checkSpecLimits, parseExperimentSpec, type ExperimentSpec } from "#shared/nas/spec.js";
 import { ExperimentError, NasStore } from "#shared/nas/store.js";
 import { ExperimentRecordSchema, FINAL_EXPERIMENT_STATUSES, type ExperimentRecord } from "#shared/nas/wire.js";
 import { connectNats, openInfra } from "#shared/nats.js";
@@ -29,12 +29,16 @@ Spec (JSON): {"name", "family": "mlp|cnn|cell|custom", "searchSpace" (NNI format
   "strategy": "random|grid|evolution" or {"name": "evolution", "population": 20, "sample": 5},
   "objective": {"metric", "direction": "maximize|minimize"}, "constraints": [{"metric", "min"?, "max"?}],
   "maxTrials", "concurrency" (1), "maxFailedTrials" (5), "seed"?, "trialTimeoutMs"?,
-  "evaluator": {"metrics": ["naswot", "latency", "params", "flops"], "batch"?, "runs"?} or {"module": "eval.js", ...},
-  "earlyStopping": {"rule": "median", "minTrials"?, "minStep"?}}. Examples: deploy/examples/nas-*.json`;
+  "evaluator": {"metrics": ["naswot", "latency", "params", "flops"], "batch"?, "runs"?} or {"custom": "<name>", ...options},
+  "earlyStopping": {"rule": "median", "minTrials"?, "minStep"?}}. Examples: deploy/examples/nas-*.json
+A "custom" evaluator is one the operator registered: <name>.js|.mjs|.ts in the workers' JETSHARD_EVALUATORS_DIR
+(a spec names it, never a path). maxTrials, concurrency and trialTimeoutMs are capped by JETSHARD_MAX_TRIALS,
+JETSHARD_MAX_TRIAL_CONCURRENCY and JETSHARD_MAX_TRIAL_TIMEOUT_MS.`;
 
 async function withStore<T>(fn: (store: NasStore) => Promise<T>): Promise<T> {
   const config = loadConfig();
-  const nc = await connectNats(config.natsServers, "jetshard-cli").catch((err) => {
+  const nc = await connectNats(config, "jetshard-cli").catch((err) => {
+    if (err instanceof ConfigError) throw err;
     throw new UsageError(`cannot reach NATS at ${config.natsServers.join(",")} (set JETSHARD_NATS_URL): ${err.message}`);
   });
   try {
@@ -93,7 +97,7 @@ async function readSpec(file: string): Promise<ExperimentSpec> {
     throw new UsageError(`${file} is not valid JSON: ${(err as Error).message}`);
   }
   try {
-    return parseExperimentSpec(json);
+    return parseExperimentSpec(json, loadConfig().limits);
   } catch (err) {
     if (err instanceof NasSpecError) throw new UsageError(`${file}: ${err.message}`);
     throw err;
@@ -219,6 +223,12 @@ export async function cmdNas(argv: string[]): Promise<void> {
         maxFailedTrials: int("max-failed-trials", values["max-failed-trials"], 0),
         concurrency: int("concurrency", values.concurrency, 1),
       };
+      try {
+        checkSpecLimits(changes, loadConfig().limits);
+      } catch (err) {
+        if (err instanceof NasSpecError) throw new UsageError(err.message);
+        throw err;
+      }
       await withStore(async (store) => process.stdout.write(`${arg}: ${(await store.resumeExperiment(arg, changes)).status}\n`));
       return;
     }

@@ -1,7 +1,8 @@
 /**
  * `jetshard up` (= `npm start`): the whole stack on one machine. nats-server (unless JETSHARD_NATS_URL names
  * one), a gateway, JETSHARD_WORKERS workers, the demo models; Ctrl-C stops everything it started, workers first
- * so they drain and deregister, nats-server last.
+ * so they drain and deregister, nats-server last. Its nats-server has nats-auth.conf's users: `up` generates their
+ * passwords once (credentials.ts), provisions streams and buckets as admin, and starts each process as its role.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir } from "node:fs/promises";
@@ -14,6 +15,7 @@ import { addModel, getModel } from "#shared/model-repo.js";
 import { connectNats, openInfra } from "#shared/nats.js";
 import { findNatsServer, startNatsServer, type RunningNats } from "#shared/nats-server.js";
 import { UsageError } from "./args.js";
+import { credentialsFile, loadOrCreateCredentials, natsServerPasswordEnv, roleEnv, type NatsCredentials, type NatsRole } from "./credentials.js";
 
 const ROOT = path.resolve(import.meta.dirname, "../..");
 
@@ -34,6 +36,8 @@ export async function runUp(env: NodeJS.ProcessEnv = process.env): Promise<void>
   const log = createLogger({ level: config.logLevel, name: "up" });
   const children: ChildProcess[] = [];
   let nats: RunningNats | null = null;
+  /** Passwords per NATS user, when `up` runs its own nats-server (with nats.conf's users). */
+  let creds: NatsCredentials | null = null;
   let natsUrl = config.natsServers.join(",");
   let shuttingDown = false;
 
@@ -65,13 +69,16 @@ export async function runUp(env: NodeJS.ProcessEnv = process.env): Promise<void>
     }
     const storeDir = path.resolve(config.dataDir, "nats");
     await mkdir(storeDir, { recursive: true });
-    process.env.JETSHARD_NATS_STORE_DIR = storeDir;
-    nats = await startNatsServer({ configFile: path.join(ROOT, "nats.conf"), workDir: path.resolve(config.dataDir), storeDir, inheritOutput: false });
+    creds = await loadOrCreateCredentials(config.dataDir);
+    const natsEnv = { ...process.env, JETSHARD_NATS_STORE_DIR: storeDir, ...natsServerPasswordEnv(creds) };
+    nats = await startNatsServer({ configFile: path.join(ROOT, "nats.conf"), workDir: path.resolve(config.dataDir), storeDir, inheritOutput: false, env: natsEnv });
     natsUrl = nats.url;
-    log.info({ url: natsUrl, storeDir }, "nats-server started from nats.conf");
+    log.info({ url: natsUrl, storeDir, credentials: credentialsFile(config.dataDir) }, "nats-server started from nats.conf");
   }
 
-  const nc = await connectNats(natsUrl.split(","), "jetshard-up");
+  // provisioning is the admin's job: restricted roles (nats-auth.conf) only bind to what exists
+  const adminNats = creds ? { user: "admin", password: creds.admin, inboxPrefix: "_INBOX.admin" } : config.nats;
+  const nc = await connectNats({ natsServers: natsUrl.split(","), nats: adminNats }, "jetshard-up");
   const infra = await openInfra(nc, config);
   if (config.seedDemo && !(await getModel(infra, DEMO_MLP))) {
     const mv = await addModel(infra, DEMO_MLP, demoMlpBytes());
@@ -85,18 +92,25 @@ export async function runUp(env: NodeJS.ProcessEnv = process.env): Promise<void>
 
   const childEnv = { ...process.env, JETSHARD_NATS_URL: natsUrl };
   const bin = path.join(ROOT, "bin/jetshard.js");
-  const start = (args: string[]) => {
+  /** With our own nats-server, each child gets only its role's password (and the inbox prefix of that user). */
+  const envFor = (role: NatsRole): NodeJS.ProcessEnv => {
+    if (!creds) return childEnv;
+    const env: NodeJS.ProcessEnv = { ...childEnv, ...roleEnv(role, creds) };
+    for (const k of Object.keys(env)) if (k === "JETSHARD_NATS_TOKEN" || k === "JETSHARD_NATS_INBOX_PREFIX" || k.startsWith("JETSHARD_NATS_PASS_")) delete env[k];
+    return env;
+  };
+  const start = (args: string[], role: NatsRole) => {
     // own process group: Ctrl-C reaches only `up`, which then stops children in order
-    const c = spawn(process.execPath, [bin, ...args], { env: childEnv, stdio: ["ignore", "inherit", "inherit"], detached: true });
+    const c = spawn(process.execPath, [bin, ...args], { env: envFor(role), stdio: ["ignore", "inherit", "inherit"], detached: true });
     c.once("exit", (code, signal) => {
       if (!shuttingDown) log.error({ args, code, signal }, "a jetshard process exited; stopping the stack");
       void shutdown(1);
     });
     children.push(c);
   };
-  start(["gateway"]);
-  start(["controller"]);
-  for (let i = 0; i < config.workers; i++) start(["worker"]);
+  start(["gateway"], "gateway");
+  start(["controller"], "controller");
+  for (let i = 0; i < config.workers; i++) start(["worker"], "worker");
 
   const base = `http://127.0.0.1:${config.port}`;
   const deadline = Date.now() + 60_000;

@@ -102,7 +102,7 @@ export function createController({ config, log: rootLog, nc: givenNc }: Controll
     id,
     driving: () => [...drivers.keys()],
     async start() {
-      nc = givenNc ?? (await connectNats(config.natsServers, `jetshard-controller-${id}`, log));
+      nc = givenNc ?? (await connectNats(config, `jetshard-controller-${id}`, log));
       infra = await openInfra(nc, { workerTtlMs: config.workerTtlMs, resultRetentionMs: config.resultRetentionMs });
       store = await NasStore.open(infra);
       // experiment ids are single tokens, so "*" leaves out the lease.<exp> keys

@@ -8,7 +8,7 @@ import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { JetshardClient } from "#shared/client.js";
 import type { JetshardConfig } from "#shared/config.js";
-import { JobError } from "#shared/errors.js";
+import { JobError, fromNatsError } from "#shared/errors.js";
 import type { KvMirror } from "#shared/kv-mirror.js";
 import type { Logger } from "#shared/log.js";
 import { addModel, checkModelName, deleteModel, getModel, pickVersion } from "#shared/model-repo.js";
@@ -23,6 +23,10 @@ import { readJson } from "./body.js";
 import { renderDashboard } from "./dashboard.js";
 import { parseDurationMs } from "#shared/jobs.js";
 import { Metrics } from "./metrics.js";
+import type { KV } from "@nats-io/kv";
+import { canAccess, checkTenant, createApiKey, getApiKey, listApiKeys, parseScopes, revokeApiKey, type ApiKeyRecord } from "#shared/auth.js";
+import { authMode, authenticate, type GatewayEnv } from "./auth.js";
+import { QueuedJobQuota, checkModelQuota } from "./quotas.js";
 
 export const SERVER_VERSION = "0.1.0";
 
@@ -33,7 +37,15 @@ export interface AppDeps {
   client: JetshardClient;
   models: KvMirror<ModelRecord>;
   workers: KvMirror<WorkerInfo>;
+  /** The `apikeys` bucket and its mirror; required when authentication is on. */
+  keys?: { kv: KV; mirror: KvMirror<ApiKeyRecord> };
 }
+
+const KeyCreateSchema = z.strictObject({
+  tenant: z.string().min(1).max(63),
+  scopes: z.array(z.string()).min(1).max(16),
+  name: z.string().max(200).optional(),
+});
 
 const intList = z
   .string()
@@ -93,8 +105,10 @@ function parseUploadParams(q: Record<string, string>) {
   return r.data;
 }
 
-export function createApp({ config, log, infra, client, models, workers }: AppDeps) {
-  const app = new Hono();
+export function createApp({ config, log, infra, client, models, workers, keys }: AppDeps) {
+  const app = new Hono<GatewayEnv>();
+  const mode = authMode(config);
+  if (mode === "keys" && !keys) throw new Error("authentication is on but the apikeys bucket was not opened");
   const metrics = new Metrics();
 
   const liveWorkers = () => workers.values().filter((w) => isLive(w, config.workerTtlMs));
@@ -143,10 +157,12 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
     }
   });
 
-  app.onError((err, c) => {
+  app.onError((thrown, c) => {
+    // a raw NATS failure (timeout, no responders, closed connection) is a 503, not a 500
+    const err = fromNatsError(thrown) ?? thrown;
     if (err instanceof JobError) {
       if (err.status >= 500) log.error({ err, cause: err.cause }, "request failed");
-      if (err.code === "QUEUE_FULL") c.header("Retry-After", "1");
+      if (err.code === "QUEUE_FULL" || err.status === 503) c.header("Retry-After", "1");
       return c.json({ error: err.message }, err.status as 400);
     }
     if (err instanceof HTTPException) return c.json({ error: err.message || "bad request" }, err.status);
@@ -164,6 +180,12 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
     maxSize: config.maxModelBytes,
     onError: (c) => c.json({ error: `model upload exceeds the limit of ${config.maxModelBytes} bytes (JETSHARD_MAX_MODEL_MB)` }, 413, { Connection: "close" }),
   });
+
+  /** A key from the mirror, or read through from KV: a key created a moment ago by the CLI works at once. */
+  const lookupKey = async (id: string) => keys!.mirror.get(id) ?? (await getApiKey(keys!.kv, id));
+  app.use("*", authenticate(mode, lookupKey));
+  // every route has a body limit; model uploads have their own, larger one
+  app.use("*", (c, next) => (c.req.method === "PUT" && c.req.path.startsWith("/v1/models/") ? modelLimit(c, next) : jsonLimit(c, next)));
 
   // ---- Open Inference Protocol v2
   app.get("/v2/health/live", (c) => c.json({ live: true }));
@@ -195,7 +217,7 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
   app.get("/v2/models/:model/ready", ready);
   app.get("/v2/models/:model/versions/:version/ready", ready);
 
-  const infer = async (c: Context) => {
+  const infer = async (c: Context<GatewayEnv>) => {
     const name = c.req.param("model")!;
     const rec = await modelOr404(name);
     const mv = pickVersion(rec, versionParam(c));
@@ -219,6 +241,7 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
         parameters: req.parameters,
         timeoutMs,
         priority,
+        tenant: c.get("principal").tenant,
       });
       const isBinary = binaryOutputs(req);
       const json = toV2Json({ kind: "result", id: r.id, model: name, version: r.version, requestId: req.id, ok: true, worker: r.worker, computeMs: r.computeMs }, r.outputs, isBinary);
@@ -235,18 +258,31 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
       throw err;
     }
   };
-  app.post("/v2/models/:model/infer", jsonLimit, infer);
-  app.post("/v2/models/:model/versions/:version/infer", jsonLimit, infer);
+  app.post("/v2/models/:model/infer", infer);
+  app.post("/v2/models/:model/versions/:version/infer", infer);
 
   // ---- jetshard model repository
-  app.put("/v1/models/:model", modelLimit, async (c) => {
+  /** Throws unless the caller may replace or delete `rec` (its tenant's own, or any as admin). */
+  const checkOwner = (c: Context<GatewayEnv>, rec: ModelRecord | null | undefined) => {
+    if (rec && !canAccess(c.get("principal"), rec.tenant)) {
+      throw new JobError("FORBIDDEN", `model "${rec.name}" belongs to another tenant: only its owner or an admin may change it`);
+    }
+  };
+  app.put("/v1/models/:model", async (c) => {
     const name = c.req.param("model");
     // read the body before any check can fail, so a rejected upload leaves the keep-alive connection usable
     const bytes = new Uint8Array(await c.req.arrayBuffer());
     checkModelName(name);
     const opts = parseUploadQuery(c.req.query());
+    if (opts.shards !== undefined && opts.shards > config.limits.maxShards) {
+      throw new JobError("BAD_REQUEST", `shards: ${opts.shards} is more than the limit of ${config.limits.maxShards} (JETSHARD_MAX_SHARDS)`);
+    }
     if (bytes.byteLength === 0) throw new JobError("BAD_REQUEST", "request body is empty: send the ONNX model bytes");
-    const mv = await addModel(infra, name, bytes, opts);
+    const tenant = c.get("principal").tenant;
+    const prev = models.get(name) ?? (await getModel(infra, name));
+    checkOwner(c, prev);
+    if (mode === "keys") checkModelQuota(config.quotas, models, prev?.tenant ?? tenant, name, bytes.byteLength);
+    const mv = await addModel(infra, name, bytes, { ...opts, tenant });
     const stored = await getModel(infra, name);
     if (stored) models.apply(name, stored);
     log.info({ model: name, version: mv.version, bytes: mv.bytes, shards: mv.shards.length }, "model added");
@@ -268,6 +304,7 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
   app.delete("/v1/models/:model", async (c) => {
     const name = c.req.param("model");
     checkModelName(name);
+    checkOwner(c, models.get(name) ?? (await getModel(infra, name)));
     if (!(await deleteModel(infra, name))) throw new JobError("MODEL_NOT_FOUND", `model "${name}" not found`);
     models.apply(name, undefined);
     log.info({ model: name }, "model deleted");
@@ -276,9 +313,33 @@ export function createApp({ config, log, infra, client, models, workers }: AppDe
 
   app.get("/v1/workers", (c) => c.json({ workers: liveWorkers().sort((a, b) => a.id.localeCompare(b.id)) }));
 
-  app.route("/v1/experiments", experimentRoutes({ config, log, infra }));
-  app.use("/v1/jobs", jsonLimit);
-  app.route("/v1", jobRoutes({ config, log, infra, client, lookupModel: modelOr404 }));
+  app.route("/v1/experiments", experimentRoutes({ config, log, infra, models, checkOwner }));
+  const quota = mode === "keys" ? new QueuedJobQuota(infra, config.quotas.queuedJobs) : undefined;
+  app.route("/v1", jobRoutes({ config, log, infra, client, lookupModel: modelOr404, quota }));
+
+  // ---- API keys (admin): the same as `jetshard keys`, over HTTP
+  const keysKv = () => {
+    if (!keys) throw new JobError("BAD_REQUEST", "authentication is off (JETSHARD_AUTH=off): there are no API keys to manage");
+    return keys.kv;
+  };
+  app.get("/v1/keys", async (c) => c.json({ keys: (await listApiKeys(keysKv())).map(({ hash: _h, ...k }) => k) }));
+  app.post("/v1/keys", async (c) => {
+    const body = await readJson(c, KeyCreateSchema);
+    checkTenant(body.tenant);
+    const { key, record } = await createApiKey(keysKv(), { tenant: body.tenant, scopes: parseScopes(body.scopes.join(",")), name: body.name });
+    keys!.mirror.apply(record.id, record);
+    log.info({ keyId: record.id, tenant: record.tenant, scopes: record.scopes, by: c.get("principal").keyId }, "API key created");
+    const { hash: _h, ...shown } = record;
+    return c.json({ key, ...shown }, 201);
+  });
+  app.delete("/v1/keys/:id", async (c) => {
+    const rec = await revokeApiKey(keysKv(), c.req.param("id"));
+    if (!rec) throw new JobError("JOB_NOT_FOUND", `API key "${c.req.param("id")}" not found`);
+    keys!.mirror.apply(rec.id, rec);
+    log.info({ keyId: rec.id, tenant: rec.tenant, by: c.get("principal").keyId }, "API key revoked");
+    const { hash: _h, ...shown } = rec;
+    return c.json(shown);
+  });
 
   app.get("/", (c) =>
     c.html(renderDashboard({ version: SERVER_VERSION, workers: liveWorkers().sort((a, b) => a.id.localeCompare(b.id)), models: models.values().sort((a, b) => a.name.localeCompare(b.name)), coverage: (m) => coverage(m, pickVersion(m)) })),

@@ -9,18 +9,22 @@
  *   GET  /:id/trials/:t            one trial
  *   GET  /:id/trials/:t/model.onnx the trial's architecture as ONNX (built-in families)
  *   POST /:id/stop                 stop (running trials are dropped, queued ones kept for a resume)
- *   POST /:id/resume               {maxTrials?, maxFailedTrials?, concurrency?} → continue
+ *   POST /:id/resume               {maxTrials?, maxFailedTrials?, concurrency?} → continue (within config.limits)
  *   POST /:id/deploy               {name?, trial?} → add the best (or given) trial's model to the repository
  */
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { JetshardConfig } from "#shared/config.js";
-import { JobError } from "#shared/errors.js";
+import { JobError, fromNatsError } from "#shared/errors.js";
 import type { Logger } from "#shared/log.js";
-import { addModel, checkModelName } from "#shared/model-repo.js";
+import { addModel, checkModelName, getModel } from "#shared/model-repo.js";
+import { canAccess } from "#shared/auth.js";
+import type { KvMirror } from "#shared/kv-mirror.js";
+import type { ModelRecord } from "#shared/wire.js";
+import { requireScope, type GatewayEnv } from "./auth.js";
 import { NasSpecError } from "#shared/nas/errors.js";
 import { buildModel, type Family } from "#shared/nas/families.js";
-import { parseExperimentSpec, type ExperimentSpec } from "#shared/nas/spec.js";
+import { checkSpecLimits, parseExperimentSpec, type ExperimentSpec } from "#shared/nas/spec.js";
 import { ExperimentError, NasStore } from "#shared/nas/store.js";
 import { LeaseRecordSchema, TRIAL_STATUSES, leaseKey, type ExperimentRecord, type TrialRecord } from "#shared/nas/wire.js";
 import type { Infra } from "#shared/nats.js";
@@ -83,24 +87,34 @@ async function jsonBody(c: Context, required: boolean): Promise<unknown> {
   }
 }
 
-export function experimentRoutes({ config, log: rootLog, infra }: { config: JetshardConfig; log: Logger; infra: Infra }): Hono {
+export interface ExperimentRoutesDeps {
+  config: JetshardConfig;
+  log: Logger;
+  infra: Infra;
+  models: KvMirror<ModelRecord>;
+  /** Throws unless the caller may replace the model (deploy adds a version to it). */
+  checkOwner: (c: Context<GatewayEnv>, rec: ModelRecord | null | undefined) => void;
+}
+
+export function experimentRoutes({ config, log: rootLog, infra, models, checkOwner }: ExperimentRoutesDeps): Hono<GatewayEnv> {
   const log = rootLog.child({ component: "experiments" });
-  const app = new Hono();
+  const app = new Hono<GatewayEnv>();
   let storeP: Promise<NasStore> | null = null;
   const store = () =>
     (storeP ??= NasStore.open(infra).catch((err) => {
       storeP = null;
-      throw new JobError("INTERNAL", "experiment buckets are unavailable", { cause: err });
+      throw fromNatsError(err) ?? new JobError("INTERNAL", "experiment buckets are unavailable", { cause: err });
     }));
 
-  async function experimentOr404(id: string): Promise<ExperimentRecord> {
+  /** The experiment if the caller may see it: another tenant's is as absent as a missing one. */
+  async function experimentOr404(c: Context<GatewayEnv>, id: string): Promise<ExperimentRecord> {
     const e = await (await store()).getExperiment(id);
-    if (!e) throw new ExperimentError(404, `experiment "${id}" not found`);
+    if (!e || !canAccess(c.get("principal"), e.value.tenant)) throw new ExperimentError(404, `experiment "${id}" not found`);
     return e.value;
   }
 
-  async function trialOr404(id: string, trialId: string): Promise<TrialRecord> {
-    await experimentOr404(id);
+  async function trialOr404(c: Context<GatewayEnv>, id: string, trialId: string): Promise<TrialRecord> {
+    await experimentOr404(c, id);
     const t = await (await store()).getTrial(id, trialId);
     if (!t) throw new ExperimentError(404, `experiment "${id}" has no trial "${trialId}"`);
     return t.value;
@@ -113,11 +127,13 @@ export function experimentRoutes({ config, log: rootLog, infra }: { config: Jets
   }
 
   // NAS errors become the `{ "error": ... }` bodies the rest of the API uses; JobErrors go to app.onError
-  app.onError((err, c) => {
+  app.onError((thrown, c) => {
+    const err = fromNatsError(thrown) ?? thrown;
     if (err instanceof NasSpecError) return c.json({ error: err.message, field: err.field }, 400);
     if (err instanceof ExperimentError) return c.json({ error: err.message }, err.status);
     if (err instanceof JobError) {
       if (err.status >= 500) log.error({ err, cause: err.cause }, "request failed");
+      if (err.status === 503) c.header("Retry-After", "1");
       return c.json({ error: err.message }, err.status as 400);
     }
     log.error({ err }, "unhandled error");
@@ -125,17 +141,20 @@ export function experimentRoutes({ config, log: rootLog, infra }: { config: Jets
   });
 
   app.post("/", async (c) => {
-    const spec = parseExperimentSpec(await jsonBody(c, true));
-    const rec = await (await store()).createExperiment(spec);
+    const spec = parseExperimentSpec(await jsonBody(c, true), config.limits);
+    const rec = await (await store()).createExperiment(spec, c.get("principal").tenant);
     log.info({ experiment: rec.id, family: spec.family, strategy: spec.strategy.name, maxTrials: spec.maxTrials }, "experiment created");
     c.header("Location", `/v1/experiments/${rec.id}`);
     return c.json({ id: rec.id, status: rec.status }, 201);
   });
 
-  app.get("/", async (c) => c.json({ experiments: (await (await store()).listExperiments()).map(brief) }));
+  app.get("/", async (c) => {
+    const p = c.get("principal");
+    return c.json({ experiments: (await (await store()).listExperiments()).filter((r) => canAccess(p, r.tenant)).map(brief) });
+  });
 
   app.get("/:id", async (c) => {
-    const rec = await experimentOr404(c.req.param("id"));
+    const rec = await experimentOr404(c, c.req.param("id"));
     const e = await (await store()).experiments.get(leaseKey(rec.id)).catch(() => null);
     const lease = e && e.operation === "PUT" && e.value.length ? LeaseRecordSchema.safeParse(e.json()) : null;
     return c.json({
@@ -154,17 +173,17 @@ export function experimentRoutes({ config, log: rootLog, infra }: { config: Jets
   app.get("/:id/trials", async (c) => {
     const q = await readJson(c, TrialsQuerySchema, c.req.query());
     const id = c.req.param("id");
-    await experimentOr404(id);
+    await experimentOr404(c, id);
     const trials = (await (await store()).listTrials(id)).map((t) => t.value).filter((t) => !q.status || t.status === q.status);
     return c.json({ trials: trials.map(trialView) });
   });
 
-  app.get("/:id/trials/:trial", async (c) => c.json(trialView(await trialOr404(c.req.param("id"), c.req.param("trial")))));
+  app.get("/:id/trials/:trial", async (c) => c.json(trialView(await trialOr404(c, c.req.param("id"), c.req.param("trial")))));
 
   app.get("/:id/trials/:trial/model.onnx", async (c) => {
     const id = c.req.param("id");
-    const t = await trialOr404(id, c.req.param("trial"));
-    const bytes = modelBytes(await experimentOr404(id), t);
+    const t = await trialOr404(c, id, c.req.param("trial"));
+    const bytes = modelBytes(await experimentOr404(c, id), t);
     return c.body(bytes as Uint8Array<ArrayBuffer>, 200, {
       "content-type": "application/octet-stream",
       "content-disposition": `attachment; filename="${id}-${t.trialId}.onnx"`,
@@ -172,28 +191,31 @@ export function experimentRoutes({ config, log: rootLog, infra }: { config: Jets
   });
 
   app.post("/:id/stop", async (c) => {
-    const rec = await (await store()).stopExperiment(c.req.param("id"));
+    const rec = await (await store()).stopExperiment((await experimentOr404(c, c.req.param("id"))).id);
     log.info({ experiment: rec.id }, "experiment stopped");
     return c.json({ id: rec.id, status: rec.status });
   });
 
   app.post("/:id/resume", async (c) => {
     const changes = await readJson(c, ResumeBodySchema, await jsonBody(c, false));
-    const rec = await (await store()).resumeExperiment(c.req.param("id"), changes);
+    checkSpecLimits(changes, config.limits);
+    const rec = await (await store()).resumeExperiment((await experimentOr404(c, c.req.param("id"))).id, changes);
     log.info({ experiment: rec.id, ...changes }, "experiment resumed");
     return c.json({ id: rec.id, status: rec.status });
   });
 
   app.post("/:id/deploy", async (c) => {
     const body = await readJson(c, DeployBodySchema, await jsonBody(c, false));
-    const rec = await experimentOr404(c.req.param("id"));
+    const rec = await experimentOr404(c, c.req.param("id"));
     const trialId = body.trial ?? rec.best?.trialId;
     if (!trialId) throw new ExperimentError(409, `experiment "${rec.id}" has no successful trial to deploy yet`);
-    const t = await trialOr404(rec.id, trialId);
+    const t = await trialOr404(c, rec.id, trialId);
     if (t.status !== "succeeded") throw new ExperimentError(409, `trial "${trialId}" is ${t.status}; only a succeeded trial can be deployed`);
     const name = body.name ?? rec.id;
     checkModelName(name);
-    const mv = await addModel(infra, name, modelBytes(rec, t));
+    requireScope(c.get("principal"), "models:write");
+    checkOwner(c, models.get(name) ?? (await getModel(infra, name)));
+    const mv = await addModel(infra, name, modelBytes(rec, t), { tenant: c.get("principal").tenant });
     log.info({ experiment: rec.id, trial: trialId, model: name, version: mv.version }, "trial deployed");
     return c.json({ model: name, version: mv.version, experiment: rec.id, trial: trialId, metrics: t.metrics ?? {} }, 201);
   });

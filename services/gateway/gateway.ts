@@ -7,7 +7,9 @@ import { KvMirror } from "#shared/kv-mirror.js";
 import type { Logger } from "#shared/log.js";
 import { connectNats, openInfra } from "#shared/nats.js";
 import { ModelRecordSchema, WorkerInfoSchema } from "#shared/wire.js";
-import { createApp } from "./app.js";
+import { createApp, type AppDeps } from "./app.js";
+import { authMode } from "./auth.js";
+import { ApiKeyRecordSchema, openApiKeys } from "#shared/auth.js";
 
 export interface Gateway {
   start(): Promise<void>;
@@ -33,14 +35,24 @@ export function createGateway({ config, log: rootLog, nc: givenNc }: { config: J
       return `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${port}`;
     },
     async start() {
-      nc = givenNc ?? (await connectNats(config.natsServers, "jetshard-gateway", log));
+      // before connecting: a refused start must leave nothing open
+      const mode = authMode(config);
+      nc = givenNc ?? (await connectNats(config, "jetshard-gateway", log));
       const infra = await openInfra(nc, config);
       const models = new KvMirror(infra.models, ModelRecordSchema, log);
       const workers = new KvMirror(infra.workers, WorkerInfoSchema, log);
       await Promise.all([models.start(), workers.start()]);
       mirrors.push(models as KvMirror<unknown>, workers as KvMirror<unknown>);
+      let keys: AppDeps["keys"];
+      if (mode === "keys") {
+        const kv = await openApiKeys(nc);
+        const mirror = new KvMirror(kv, ApiKeyRecordSchema, log);
+        await mirror.start();
+        mirrors.push(mirror as KvMirror<unknown>);
+        keys = { kv, mirror };
+      }
       client = new JetshardClient(nc, { infra });
-      const app = createApp({ config, log, infra, client, models, workers });
+      const app = createApp({ config, log, infra, client, models, workers, keys });
       await new Promise<void>((resolve, reject) => {
         server = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, (addr: AddressInfo) => {
           port = addr.port;
@@ -48,7 +60,7 @@ export function createGateway({ config, log: rootLog, nc: givenNc }: { config: J
         });
         server.once("error", reject);
       });
-      log.info({ url: this.url }, "gateway listening");
+      log.info({ url: this.url, auth: mode }, "gateway listening");
     },
     async stop() {
       await new Promise<void>((r) => {

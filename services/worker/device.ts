@@ -41,6 +41,7 @@ export async function detectDevice(pref: "auto" | "cpu" | "cuda", log: Logger): 
     return cpuDevice(note);
   }
   try {
+    // built here in code, so no tensor can point at a file: no external-data check needed
     const s = await ort.InferenceSession.create(encodeModel(mlp({ layers: [4, 4] })), { executionProviders: ["cuda"] });
     await s.release();
     return { kind: "cuda", name: gpu.name, memoryMb: gpu.memoryMb, note: `CUDA execution provider on ${gpu.name}` };
@@ -65,6 +66,7 @@ export async function checkDevice(pref: "auto" | "cpu" | "cuda", log: Logger) {
   const device = await detectDevice(pref, log);
   const providers = executionProviders(device);
   const t0 = performance.now();
+  // built here in code (no external data possible), like the probe in detectDevice
   const s = await ort.InferenceSession.create(encodeModel(mlp({ layers: [4, 8, 2], seed: 1 })), { executionProviders: providers as never });
   const r = await s.run({ input: new ort.Tensor("float32", Float32Array.of(1, 2, 3, 4), [1, 4]) });
   await s.release();

@@ -8,7 +8,7 @@ import { pathToFileURL } from "node:url";
 import { checkMetrics, evaluateFnOf, type Architecture, type EvaluatorContext } from "#shared/nas/custom.js";
 import { evaluateBuiltins } from "#shared/nas/evaluators.js";
 import { buildModel, type Family } from "#shared/nas/families.js";
-import { naswotInput, type BuiltinEvaluatorSpec, type ModuleEvaluatorSpec } from "#shared/nas/spec.js";
+import { naswotInput, type BuiltinEvaluatorSpec, type CustomEvaluatorSpec } from "#shared/nas/spec.js";
 import { encodeModel } from "#shared/onnx/builder.js";
 import type { ChildMessage, EvalRequest } from "./nas-evaluator.js";
 
@@ -21,7 +21,7 @@ async function run(req: EvalRequest): Promise<Record<string, number>> {
   const familyOptions = (job.familyOptions ?? {}) as Parameters<typeof buildModel>[2];
   const builtIn = job.family !== "custom";
   if (!req.modulePath) {
-    if (!builtIn) throw new Error('family "custom" needs a module evaluator');
+    if (!builtIn) throw new Error('family "custom" needs a custom evaluator ({"custom": "<registered evaluator>"})');
     const ev = job.evaluator as unknown as BuiltinEvaluatorSpec;
     const model = buildModel(job.family as Family, job.point, familyOptions);
     const uploaded = ev.input ? naswotInput(ev.input) : undefined;
@@ -36,9 +36,11 @@ async function run(req: EvalRequest): Promise<Record<string, number>> {
       providers: req.providers,
     });
   }
-  const { module: _m, ...options } = job.evaluator as ModuleEvaluatorSpec;
+  const { custom: name, ...options } = job.evaluator as CustomEvaluatorSpec;
+  // named, not by path: trial errors are read by callers, the operator's directory layout is not theirs
+  const where = `custom evaluator "${name}"`;
   const mod = (await import(pathToFileURL(req.modulePath).href)) as Record<string, unknown>;
-  const evaluate = evaluateFnOf(mod, `evaluator module ${req.modulePath}`);
+  const evaluate = evaluateFnOf(mod, where);
   const arch: Architecture = {
     family: job.family,
     point: job.point,
@@ -60,7 +62,7 @@ async function run(req: EvalRequest): Promise<Record<string, number>> {
       send({ type: "report", step: s, value: v });
     },
   };
-  return checkMetrics(await evaluate(arch, ctx), `evaluator module ${req.modulePath}`);
+  return checkMetrics(await evaluate(arch, ctx), where);
 }
 
 process.on("message", (req: EvalRequest) => {

@@ -1,8 +1,14 @@
 /**
  * One evaluation slot of a worker: a child process (nas-eval-child.ts) started on first use and reused,
  * killed and restarted when a trial must be abandoned (timeout, early stop, experiment stopped, drain).
+ * The child runs operator-registered code on caller-chosen inputs, so it gets only what it needs: a minimal
+ * environment (`evaluatorEnv`) and a fresh temporary working directory, removed when it exits.
  */
 import { fork, type ChildProcess } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "#shared/log.js";
 import type { TrialJob } from "#shared/nas/wire.js";
@@ -11,7 +17,7 @@ import type { TrialJob } from "#shared/nas/wire.js";
 export interface EvalRequest {
   job: TrialJob;
   attempt: number;
-  /** Absolute path of the custom evaluator module, if the evaluator is one. */
+  /** Real path of the registered custom evaluator (resolved by evaluator-registry.ts), if the evaluator is one. */
   modulePath?: string;
   device: { kind: string; name: string };
   providers: string[];
@@ -38,6 +44,27 @@ const TSX = import.meta.resolve("tsx");
 /** How long a fresh evaluator process may take to load (tsx, ONNX Runtime). */
 const START_TIMEOUT_MS = 60_000;
 
+/**
+ * Variables passed from the worker's environment to an evaluator process: locale and time zone, where programs
+ * and shared libraries are (ONNX Runtime's CUDA provider loads CUDA and cuDNN through LD_LIBRARY_PATH), and which
+ * GPUs the worker was given. Nothing else: no JETSHARD_* settings, NATS credentials, cloud keys.
+ */
+export const EVALUATOR_ENV_PASSED = ["PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES"] as const;
+
+/**
+ * The environment of an evaluator process: the `EVALUATOR_ENV_PASSED` variables that `parent` has, and HOME and
+ * TMPDIR set to `dir` (its private working directory). tsx is loaded through `--import` in execArgv, so no
+ * NODE_OPTIONS is needed (and the worker's is not passed on).
+ */
+export function evaluatorEnv(parent: Record<string, string | undefined>, dir: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const k of EVALUATOR_ENV_PASSED) {
+    const v = parent[k];
+    if (v !== undefined) env[k] = v;
+  }
+  return { ...env, HOME: dir, TMPDIR: dir };
+}
+
 export class EvaluatorProcess {
   private child: ChildProcess | null = null;
   private ready: Promise<ChildProcess> | null = null;
@@ -46,8 +73,18 @@ export class EvaluatorProcess {
 
   private start(): Promise<ChildProcess> {
     if (this.ready) return this.ready;
-    const child = fork(CHILD, [], { execArgv: ["--import", TSX], serialization: "advanced", stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    const dir = mkdtempSync(path.join(os.tmpdir(), "jetshard-eval-"));
+    const child = fork(CHILD, [], {
+      cwd: dir,
+      env: evaluatorEnv(process.env, dir),
+      execArgv: ["--import", TSX],
+      serialization: "advanced",
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
     this.child = child;
+    // 'close' comes after 'exit' and after 'error' for a process that never started: the directory goes either way
+    child.once("close", () => void rm(dir, { recursive: true, force: true }).catch((err) => this.log.warn({ err, dir }, "could not remove an evaluator directory")));
+    child.on("error", (err) => this.log.warn({ err }, "evaluator process error"));
     this.ready = new Promise<ChildProcess>((resolve, reject) => {
       const timer = setTimeout(() => fail(new Error(`evaluator process did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
       const fail = (err: Error) => {

@@ -12,14 +12,13 @@
  * - it already has a result: ack;
  * - the worker drains: nak, so another worker takes it now.
  */
-import path from "node:path";
 import type { Subscription } from "@nats-io/transport-node";
 import type { JetshardConfig } from "#shared/config.js";
 import { jobIdOf } from "#shared/envelope.js";
 import { JobError } from "#shared/errors.js";
 import type { Logger } from "#shared/log.js";
 import { NasStore } from "#shared/nas/store.js";
-import { isModuleEvaluator, type EvaluatorSpec } from "#shared/nas/spec.js";
+import { isCustomEvaluator, type EvaluatorSpec } from "#shared/nas/spec.js";
 import { ControlMessageSchema, FINAL_EXPERIMENT_STATUSES, TRIALS_CONSUMER, TrialJobSchema, nasSubjects, type TrialEvent, type TrialJob } from "#shared/nas/wire.js";
 import type { Infra } from "#shared/nats.js";
 import { STREAMS } from "#shared/subjects.js";
@@ -27,6 +26,7 @@ import { retryPolicy } from "./decide.js";
 import { executionProviders, type DeviceInfo } from "./device.js";
 import { createJobRuntime, jobConsumerConfig, openConsumer, type Held, type JobRef, type JobRuntime, type Processor } from "./job-runtime.js";
 import { EvaluatorProcess, type EvalOutcome } from "./nas-evaluator.js";
+import { EvaluatorUnavailable, resolveCustomEvaluator } from "./evaluator-registry.js";
 
 export interface TrialRunnerDeps {
   infra: Infra;
@@ -105,10 +105,18 @@ export function createTrialProcessor({ infra, config, log: rootLog, workerId, de
 
   async function evaluate(ref: TrialRef, held: Held, ac: AbortController): Promise<EvalOutcome> {
     const job = ref.trial;
+    const evaluator = job.evaluator as unknown as EvaluatorSpec;
+    let modulePath: string | undefined;
+    try {
+      // a trial job may come from an older gateway or straight from NATS: only registered evaluators run
+      if ("module" in evaluator) throw new EvaluatorUnavailable('evaluator.module is no longer supported: name an evaluator registered by the operator, {"custom": "<name>"}');
+      if (isCustomEvaluator(evaluator)) modulePath = await resolveCustomEvaluator(config.evaluatorsDir, evaluator.custom);
+    } catch (err) {
+      if (err instanceof EvaluatorUnavailable) throw new JobError("BAD_REQUEST", err.message, { cause: err });
+      throw err;
+    }
     const slot = idle.pop();
     if (!slot) throw new JobError("INTERNAL", "no free evaluator process", { retryable: true });
-    const evaluator = job.evaluator as unknown as EvaluatorSpec;
-    const modulePath = isModuleEvaluator(evaluator) ? path.resolve(process.cwd(), evaluator.module) : undefined;
     const base = { experimentId: job.experimentId, trialId: job.trialId, worker: workerId, attempt: held.attempt, device: deviceName };
     try {
       return await slot.evaluate(

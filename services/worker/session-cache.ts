@@ -4,6 +4,7 @@ import * as ort from "onnxruntime-node";
 import { JobError } from "#shared/errors.js";
 import type { Logger } from "#shared/log.js";
 import { fetchShard, sha256Hex } from "#shared/model-repo.js";
+import { assertNoExternalData } from "#shared/onnx/external-data.js";
 import type { Infra } from "#shared/nats.js";
 import type { ShardInfo } from "#shared/wire.js";
 
@@ -90,6 +91,9 @@ export class SessionCache {
   private async load(shard: ShardInfo): Promise<Entry> {
     const t0 = performance.now();
     const bytes = await this.readBytes(shard);
+    // the bytes may not have come through the gateway (written to the object store or the cache dir directly):
+    // a tensor pointing at a file would make ORT read it from this host. Terminal, never retried.
+    assertNoExternalData(bytes, `shard ${shard.object}`);
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(bytes, this.opts.sessionOptions);

@@ -201,7 +201,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     id,
     info,
     async start() {
-      nc = givenNc ?? (await connectNats(config.natsServers, `jetshard-worker-${id}`, log));
+      nc = givenNc ?? (await connectNats(config, `jetshard-worker-${id}`, log));
       infra = await openInfra(nc, config);
       device = await detectDevice(config.device, log);
       log.info({ device }, `device: ${device.note}`);

@@ -1,5 +1,9 @@
 /**
- * The contract of a custom (module) evaluator, `{"module": "path/to/eval.js", ...options}`:
+ * The contract of a custom evaluator. The operator registers evaluators by putting files in a directory and
+ * naming it in `JETSHARD_EVALUATORS_DIR` on the workers; a spec names one, never a path:
+ * `{"custom": "train", ...options}` runs `train.js`, `train.mjs` or `train.ts` from that directory (looked for in
+ * that order; `.ts` works because jetshard runs under tsx). A name is letters, digits, '_' and '-' (at most 64);
+ * an unregistered name, or a file that is a symlink to outside the directory, fails the trial (not retried).
  *
  *   export async function evaluate(arch, ctx) {
  *     for (let epoch = 1; epoch <= ctx.options.epochs; epoch++) {
@@ -9,11 +13,17 @@
  *     return { val_acc: acc };           // final metrics: an object of finite numbers
  *   }
  *
- * The path is resolved against the worker's working directory; `.js`, `.mjs` and (since jetshard runs
- * under tsx) `.ts` modules work. A thrown error fails the trial with its message (set `retryable: true`
- * on the error to have the trial retried instead); a trial that outlives its timeout is killed.
+ * It runs in a child process of the worker with a minimal environment (PATH, LANG/LC_*, TZ, LD_LIBRARY_PATH,
+ * CUDA_VISIBLE_DEVICES, and HOME and TMPDIR set to a fresh temporary directory that is also its working
+ * directory and is removed afterwards): no JETSHARD_* settings, NATS credentials or other secrets of the worker.
+ * Files it needs are addressed from its own location (`import.meta.dirname`), not from the working directory.
+ * A thrown error fails the trial with its message (set `retryable: true` on the error to have the trial retried
+ * instead); a trial that outlives its timeout is killed.
  */
 import type { Point } from "./search-space.js";
+
+/** File extensions a registered evaluator may have, in the order they are looked for. */
+export const CUSTOM_EVALUATOR_EXTENSIONS = [".js", ".mjs", ".ts"] as const;
 
 /** What is evaluated. */
 export interface Architecture {
@@ -33,7 +43,7 @@ export interface EvaluatorContext {
   trialId: string;
   /** Delivery attempt, 1-based. */
   attempt: number;
-  /** Every key of the evaluator spec except `module`. */
+  /** Every key of the evaluator spec except `custom`. */
   options: Record<string, unknown>;
   /** The worker's device, e.g. `{ kind: "cpu", name: "AMD EPYC 7B13 x16" }`. */
   device: { kind: string; name: string };

@@ -7,6 +7,7 @@
  */
 import ort from "onnxruntime-node";
 import { ElemType, decodeModel, encodeModel, rng, valueInfo, type Dim, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from "#shared/onnx/builder.js";
+import { assertNoExternalData } from "#shared/onnx/external-data.js";
 import { NasSpecError } from "./errors.js";
 import { gaussian } from "./search-space.js";
 import { METRIC_OUTPUT, type BuiltinEvaluator } from "./spec.js";
@@ -392,6 +393,8 @@ export async function latency(bytes: Uint8Array, opts: LatencyOptions = {}): Pro
   const shape = [batch, ...input.shape];
   const rand = rng(1);
   const data = Float32Array.from({ length: product(shape) }, () => rand() * 2 - 1);
+  // exported for evaluator modules, which may pass bytes from anywhere: refuse tensors that point at files
+  assertNoExternalData(bytes, "latency");
   const session = await ort.InferenceSession.create(bytes, sessionOptions(opts.threads, opts.providers));
   try {
     const feeds = { [input.name]: new ort.Tensor("float32", data, shape) };
@@ -505,7 +508,10 @@ export async function naswot(m: AnyModel, opts: NaswotOptions = {}): Promise<num
     const rand = rng(opts.seed ?? 0);
     data = Float32Array.from({ length: size }, () => gaussian(rand));
   }
-  const session = await ort.InferenceSession.create(encodeModel(probed), sessionOptions(opts.threads, opts.providers));
+  const probedBytes = encodeModel(probed);
+  // `m` may be bytes or a model from anywhere (evaluator modules call this): refuse tensors that point at files
+  assertNoExternalData(probedBytes, "naswot");
+  const session = await ort.InferenceSession.create(probedBytes, sessionOptions(opts.threads, opts.providers));
   let outputs: ort.InferenceSession.ReturnType;
   try {
     outputs = await session.run({ [input.name]: new ort.Tensor("float32", data, shape) }, relus);

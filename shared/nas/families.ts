@@ -184,14 +184,19 @@ function positiveInts(field: string, v: number[] | undefined, len: number, fallb
  * @throws NasSpecError (`point.<param>`) for a value the family does not accept.
  */
 export function buildMlp(point: Point, opts: FamilyOptions = {}): ModelProto {
+  const activation = read("mlp", point, "activation", "Relu" as const, (v) => ACTIVATIONS[v as keyof typeof ACTIVATIONS]);
+  return mlp({ layers: mlpLayers(point, opts), seed: opts.seed ?? 1, activation });
+}
+
+/** The layer widths of an mlp point: [features, ...hidden, classes]. */
+function mlpLayers(point: Point, opts: FamilyOptions): number[] {
   const [features] = positiveInts("familyOptions.inputShape", opts.inputShape, 1, [64]);
   const classes = opts.classes ?? 10;
   const widths = read("mlp", point, "widths", undefined as number[] | undefined, (v) => v as number[]);
   const depth = read("mlp", point, "depth", 2, asNumber);
   const width = read("mlp", point, "width", 64, asNumber);
   const hidden = widths ?? Array.from({ length: depth }, (_, i) => read("mlp", point, `width_${i}`, width, asNumber));
-  const activation = read("mlp", point, "activation", "Relu" as const, (v) => ACTIVATIONS[v as keyof typeof ACTIVATIONS]);
-  return mlp({ layers: [features!, ...hidden, classes], seed: opts.seed ?? 1, activation });
+  return [features!, ...hidden, classes];
 }
 
 /** Accumulates nodes and He-uniform weights for conv nets. */
@@ -256,13 +261,7 @@ class ConvNet {
  * @throws NasSpecError (`point.<param>`) for a value the family does not accept.
  */
 export function buildCnn(point: Point, opts: FamilyOptions = {}): ModelProto {
-  const inputShape = positiveInts("familyOptions.inputShape", opts.inputShape, 3, [3, 16, 16]);
-  const classes = opts.classes ?? 10;
-  const stages = read("cnn", point, "stages", 2, asNumber);
-  const blocks = read("cnn", point, "blocks", 1, asNumber);
-  const channels = read("cnn", point, "channels", 16, asNumber);
-  const k = read("cnn", point, "kernel", 3, asNumber);
-  const residual = read("cnn", point, "residual", false, (v) => toBool(v)!);
+  const { inputShape, classes, stages, blocks, channels, k, residual } = cnnShape(point, opts);
   const net = new ConvNet(opts.seed ?? 1);
   let x = net.op("Relu", [net.conv("input", inputShape[0]!, channels, k, 1, "stem")], "stem_relu");
   let cin = channels;
@@ -283,6 +282,19 @@ export function buildCnn(point: Point, opts: FamilyOptions = {}): ModelProto {
   }
   net.head(x, cin, classes);
   return net.model(`cnn_s${stages}_b${blocks}_c${channels}_k${k}${residual ? "_res" : ""}`, inputShape, classes);
+}
+
+/** The hyperparameters of a cnn point, defaults filled in. */
+function cnnShape(point: Point, opts: FamilyOptions) {
+  return {
+    inputShape: positiveInts("familyOptions.inputShape", opts.inputShape, 3, [3, 16, 16]),
+    classes: opts.classes ?? 10,
+    stages: read("cnn", point, "stages", 2, asNumber),
+    blocks: read("cnn", point, "blocks", 1, asNumber),
+    channels: read("cnn", point, "channels", 16, asNumber),
+    k: read("cnn", point, "kernel", 3, asNumber),
+    residual: read("cnn", point, "residual", false, (v) => toBool(v)!),
+  };
 }
 
 function cellOp(point: Point, i: number, j: number): CellOp {
@@ -356,6 +368,9 @@ export function buildCell(point: Point, opts: FamilyOptions = {}): ModelProto {
  * @throws NasSpecError for a point the family does not accept.
  */
 export function buildModel(family: Family, point: Point, opts: FamilyOptions = {}): ModelProto {
+  // checked before a single weight is allocated: the gateway builds these models on request
+  const params = archParams(family, point, opts);
+  if (params > MAX_ARCH_PARAMS) throw new NasSpecError("point", `the ${family} architecture has ${params} parameters, more than the most jetshard builds (${MAX_ARCH_PARAMS})`);
   switch (family) {
     case "mlp":
       return buildMlp(point, opts);
@@ -363,5 +378,124 @@ export function buildModel(family: Family, point: Point, opts: FamilyOptions = {
       return buildCnn(point, opts);
     case "cell":
       return buildCell(point, opts);
+  }
+}
+
+/**
+ * Most parameters (FP32 weights) of a model a family builds: 25 M, 100 MB. The gateway builds trial models in
+ * memory (GET .../model.onnx, POST .../deploy) and so do workers, so specs whose space reaches beyond are refused.
+ */
+export const MAX_ARCH_PARAMS = 25_000_000;
+/** Most values of one input sample (the product of `familyOptions.inputShape`): 1 Mi. */
+export const MAX_INPUT_ELEMENTS = 1 << 20;
+
+/**
+ * Parameters (weights and biases) of `buildModel(family, point, opts)`, computed without building it: exact for
+ * mlp and cnn, an upper bound for cell (edges that pruning drops are counted).
+ * @throws NasSpecError (`point.<param>`) for a value the family does not accept.
+ */
+export function archParams(family: Family, point: Point, opts: FamilyOptions = {}): number {
+  switch (family) {
+    case "mlp": {
+      const l = mlpLayers(point, opts);
+      let n = 0;
+      for (let i = 0; i + 1 < l.length; i++) n += l[i]! * l[i + 1]! + l[i + 1]!;
+      return n;
+    }
+    case "cnn": {
+      const { inputShape, classes, stages, blocks, channels, k, residual } = cnnShape(point, opts);
+      let n = inputShape[0]! * channels * k * k;
+      let cin = channels;
+      for (let s = 0; s < stages; s++) {
+        const cout = channels * 2 ** s;
+        for (let b = 0; b < blocks; b++) {
+          const stride = s > 0 && b === 0 ? 2 : 1;
+          n += cin * cout * k * k + cout * cout * k * k;
+          if (residual && !(stride === 1 && cin === cout)) n += cin * cout;
+          cin = cout;
+        }
+      }
+      return n + cin * classes + classes;
+    }
+    case "cell": {
+      const inputShape = positiveInts("familyOptions.inputShape", opts.inputShape, 3, [3, 16, 16]);
+      const c = opts.channels ?? 16;
+      const classes = opts.classes ?? 10;
+      let perCell = 0;
+      for (const [i, j] of CELL_EDGES) {
+        const op = cellOp(point, i, j);
+        if (op === "conv1x1") perCell += c * c;
+        else if (op === "conv3x3") perCell += c * c * 9;
+      }
+      return inputShape[0]! * c * 9 + (opts.cells ?? 1) * perCell + c * classes + classes + 1;
+    }
+  }
+}
+
+/** A parameter's values (every one when there are at most MAX_CHECKED_VALUES, else its probes). */
+function numericValues(spec: ParamSpec): number[] {
+  return probeValues(spec)
+    .map(([v]) => v)
+    .filter((v): v is number => typeof v === "number");
+}
+
+/**
+ * The point of `space` whose model is largest (for mlp, one per depth: a deeper mlp is not always larger).
+ * Relies on `checkFamilySpace` having passed: every parameter the family reads has acceptable values.
+ */
+function largestPoints(family: Family, space: SearchSpace): Point[] {
+  const max = (name: string): Point => {
+    const spec = space[name];
+    if (!spec) return {};
+    const vs = numericValues(spec);
+    return vs.length ? { [name]: Math.max(...vs) } : {};
+  };
+  switch (family) {
+    case "mlp": {
+      const widths = space.widths;
+      if (widths?._type === "choice") return widths._value.map((w) => ({ widths: w }));
+      const perLayer = Object.keys(space)
+        .filter((n) => /^width_\d+$/.test(n))
+        .reduce<Point>((p, n) => ({ ...p, ...max(n) }), max("width"));
+      const depths = space.depth ? [...new Set(numericValues(space.depth))] : [undefined];
+      return depths.map((d) => (d === undefined ? perLayer : { ...perLayer, depth: d }));
+    }
+    case "cnn": {
+      const residual = space.residual ? probeValues(space.residual).some(([v]) => toBool(v) === true) : false;
+      return [{ ...max("stages"), ...max("blocks"), ...max("channels"), ...max("kernel"), ...(residual ? { residual: true } : {}) }];
+    }
+    case "cell": {
+      const cost = (op: ParamValue) => (op === "conv3x3" ? 2 : op === "conv1x1" ? 1 : 0);
+      const point: Point = {};
+      for (const [i, j] of CELL_EDGES) {
+        const spec = space[edgeParam(i, j)]!;
+        const ops = spec._type === "choice" ? spec._value : ["conv3x3"];
+        point[edgeParam(i, j)] = ops.reduce((a, b) => (cost(b) > cost(a) ? b : a));
+      }
+      return [point];
+    }
+  }
+}
+
+/**
+ * Checks that no point of `space` makes a model larger than MAX_ARCH_PARAMS, and that an input sample has at
+ * most MAX_INPUT_ELEMENTS values. Call after `checkFamilySpace`.
+ * @throws NasSpecError naming `familyOptions.inputShape`, `searchSpace` (mlp, cnn) or `familyOptions` (cell: its
+ *   size comes from channels, cells, inputShape and classes).
+ */
+export function checkFamilySize(family: Family, space: SearchSpace, opts: FamilyOptions = {}, field = "searchSpace"): void {
+  const elements = (opts.inputShape ?? []).reduce((a, b) => a * b, 1);
+  if (elements > MAX_INPUT_ELEMENTS) {
+    throw new NasSpecError("familyOptions.inputShape", `an input sample of [${opts.inputShape}] has ${elements} values, more than ${MAX_INPUT_ELEMENTS}`);
+  }
+  let worst: { params: number; point: Point } | null = null;
+  for (const point of largestPoints(family, space)) {
+    const params = archParams(family, point, opts);
+    if (!worst || params > worst.params) worst = { params, point };
+  }
+  if (worst && worst.params > MAX_ARCH_PARAMS) {
+    const where = family === "cell" ? "familyOptions" : field;
+    const what = family === "cell" ? `channels ${opts.channels ?? 16} and cells ${opts.cells ?? 1}` : `the point ${JSON.stringify(worst.point)}`;
+    throw new NasSpecError(where, `the largest ${family} model of this spec (${what}) has ${worst.params} parameters, more than the most jetshard builds (${MAX_ARCH_PARAMS}): make it smaller`);
   }
 }

@@ -8,6 +8,9 @@
  * ([low, high], low > 0). Nested choices (NNI's `_name` objects) are not supported; a choice value is a
  * number, string, boolean or an array of those (e.g. a list of layer widths).
  *
+ * Bounds, so that a spec stays small and sampling exact: at most `MAX_SPACE_PARAMS` parameters, `MAX_CHOICE_VALUES`
+ * values per choice, strings and lists of at most `MAX_CHOICE_VALUE_LENGTH`, numeric bounds within ±`MAX_BOUND`.
+ *
  * Every function here is pure; randomness comes in as a `() => number` in [0, 1) (see `rng` in the builder).
  */
 import { z } from "zod";
@@ -40,8 +43,19 @@ export const DEFAULT_GRID_STEPS = 5;
 /** `gridPoints` refuses to materialize more points than this unless told otherwise. */
 export const DEFAULT_MAX_GRID_POINTS = 100_000;
 
-const scalarSchema = z.union([z.number(), z.string(), z.boolean()]);
-const choiceValueSchema = z.union([scalarSchema, z.array(scalarSchema)]);
+/** Most parameters in a search space (an mlp with a width per layer needs 64 + depth + activation). */
+export const MAX_SPACE_PARAMS = 128;
+/** Most values of one `choice`. */
+export const MAX_CHOICE_VALUES = 1024;
+/** Longest string, and longest list, that a `choice` value may be. */
+export const MAX_CHOICE_VALUE_LENGTH = 1024;
+/** Largest magnitude of a numeric bound (`randint`, `uniform`, `quniform`, `loguniform`): sampling stays exact. */
+export const MAX_BOUND = 1e15;
+/** Most q-steps of a `quniform` ((high - low) / q). */
+export const MAX_QUNIFORM_STEPS = 1e9;
+
+const scalarSchema = z.union([z.number(), z.string().max(MAX_CHOICE_VALUE_LENGTH), z.boolean()]);
+const choiceValueSchema = z.union([scalarSchema, z.array(scalarSchema).max(MAX_CHOICE_VALUE_LENGTH)]);
 
 const paramSchema = z
   .record(z.string(), z.unknown())
@@ -66,9 +80,12 @@ const paramSchema = z
     const bad = (message: string, ...path: (string | number)[]) => ctx.addIssue({ code: "custom", path: ["_value", ...path], message });
     if (type === "choice") {
       if (value.length === 0) return bad("choice needs at least one value");
+      if (value.length > MAX_CHOICE_VALUES) return bad(`choice has ${value.length} values, more than ${MAX_CHOICE_VALUES}`);
       const seen = new Set<string>();
       value.forEach((v, i) => {
-        if (!choiceValueSchema.safeParse(v).success) return bad("must be a number, string, boolean or an array of those", i);
+        if (!choiceValueSchema.safeParse(v).success) {
+          return bad(`must be a number, string or boolean, or an array of those (strings and arrays of at most ${MAX_CHOICE_VALUE_LENGTH})`, i);
+        }
         const key = JSON.stringify(v);
         if (seen.has(key)) bad(`duplicate value ${key}`, i);
         seen.add(key);
@@ -82,11 +99,13 @@ const paramSchema = z
       const v: unknown = value[i];
       if (typeof v !== "number" || !Number.isFinite(v)) return bad("must be a finite number", i);
       if (type === "randint" && !Number.isInteger(v)) return bad("must be an integer", i);
+      if (Math.abs(v) > MAX_BOUND) return bad(`must be within ±${MAX_BOUND}`, i);
     }
     const [low, high, q] = value as number[];
     if (low! >= high!) return bad(`low (${low}) must be < high (${high})`);
     if (type === "loguniform" && low! <= 0) return bad("loguniform low must be > 0", 0);
     if (type === "quniform" && q! <= 0) return bad("q must be > 0", 2);
+    if (type === "quniform" && (high! - low!) / q! > MAX_QUNIFORM_STEPS) return bad(`q is too small: more than ${MAX_QUNIFORM_STEPS} steps between low and high`, 2);
   })
   .transform((p) => p as unknown as ParamSpec);
 
@@ -94,9 +113,11 @@ const paramSchema = z
 export const searchSpaceSchema = z
   .record(z.string(), paramSchema)
   .refine((s) => Object.keys(s).length > 0, { message: "must define at least one parameter" })
+  .refine((s) => Object.keys(s).length <= MAX_SPACE_PARAMS, { error: (iss) => `has ${Object.keys(iss.input as object).length} parameters, more than ${MAX_SPACE_PARAMS}` })
   .superRefine((s, ctx) => {
     for (const name of Object.keys(s)) {
       if (name === "") ctx.addIssue({ code: "custom", path: [name], message: "parameter names must not be empty" });
+      else if (name.length > 128) ctx.addIssue({ code: "custom", path: [name], message: "parameter names must be at most 128 characters" });
     }
   });
 

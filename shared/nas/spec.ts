@@ -9,15 +9,18 @@
  *     "evaluator": { "metrics": ["naswot", "latency", "params", "flops"], "batch": 64 }
  *   }
  *
+ * or, with an evaluator the operator registered: `"evaluator": { "custom": "train", "epochs": 10 }`.
+ *
  * `parseExperimentSpec` validates and normalizes it, throwing NasSpecError naming the field.
  */
 import { z } from "zod";
 import { NasSpecError, describeIssue, fromZodError } from "./errors.js";
-import { FAMILY_NAMES, cellSearchSpace, checkFamilySpace } from "./families.js";
+import { preview } from "#shared/errors.js";
+import { FAMILY_NAMES, cellSearchSpace, checkFamilySize, checkFamilySpace } from "./families.js";
 import { DEFAULT_GRID_STEPS, parseSearchSpace, type SearchSpace } from "./search-space.js";
 import { DEFAULT_POPULATION, DEFAULT_SAMPLE, STRATEGY_NAMES, type Direction, type NormalizedStrategy } from "./strategies.js";
 
-/** Families a spec may name; `custom` means the module evaluator builds and scores the trial itself. */
+/** Families a spec may name; `custom` means the custom evaluator builds and scores the trial itself. */
 export const SPEC_FAMILIES = [...FAMILY_NAMES, "custom"] as const;
 export type SpecFamily = (typeof SPEC_FAMILIES)[number];
 
@@ -46,18 +49,63 @@ export interface BuiltinEvaluatorSpec {
   input?: { shape: number[]; data: string | number[] };
 }
 
-/** A user module that evaluates a trial; every other key is passed to it as an option. */
-export interface ModuleEvaluatorSpec {
-  module: string;
+/**
+ * A custom evaluator registered by the operator (a file `<name>.js|.mjs|.ts` in `JETSHARD_EVALUATORS_DIR` on the
+ * workers), named by `custom`; every other key is passed to it as an option. A spec never names a path.
+ */
+export interface CustomEvaluatorSpec {
+  custom: string;
   [option: string]: unknown;
 }
 
-/** Built-in metrics or a user module. */
-export type EvaluatorSpec = BuiltinEvaluatorSpec | ModuleEvaluatorSpec;
+/** Built-in metrics or a registered custom evaluator. */
+export type EvaluatorSpec = BuiltinEvaluatorSpec | CustomEvaluatorSpec;
 
-/** True for `{"module": ...}` evaluators. */
-export function isModuleEvaluator(e: EvaluatorSpec): e is ModuleEvaluatorSpec {
-  return "module" in e;
+/** True for `{"custom": ...}` evaluators. */
+export function isCustomEvaluator(e: EvaluatorSpec): e is CustomEvaluatorSpec {
+  return "custom" in e;
+}
+
+/** What a registered evaluator's name looks like: its file name without the extension. */
+export const EVALUATOR_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+
+/**
+ * Why `name` cannot name a registered evaluator, or null if it can. Paths (a '/', '\\', '..', a leading '.',
+ * a drive letter) and file names with an extension are refused: the operator decides which files run.
+ */
+export function evaluatorNameProblem(name: string): string | null {
+  if (EVALUATOR_NAME_RE.test(name)) return null;
+  if (name === "") return "must not be empty";
+  const shown = JSON.stringify(name.length > 80 ? `${name.slice(0, 80)}...` : name);
+  if (/[/\\]|\.\.|^\.|^[A-Za-z]:/.test(name)) {
+    return `must be the name of an evaluator registered by the operator (a file in JETSHARD_EVALUATORS_DIR), not a path: got ${shown}`;
+  }
+  const ext = /^([A-Za-z0-9][A-Za-z0-9_-]*)\.[A-Za-z0-9]+$/.exec(name);
+  if (ext) return `must be the evaluator's name without an extension ("${ext[1]}", not ${shown})`;
+  return `must start with a letter or digit and contain only letters, digits, '_' and '-' (at most 64 characters): got ${shown}`;
+}
+
+/** Ceilings an operator sets on experiments (`config.limits`); each refusal names the field and the setting. */
+export interface SpecLimits {
+  /** Largest `maxTrials` (JETSHARD_MAX_TRIALS). */
+  maxTrials: number;
+  /** Largest `concurrency` (JETSHARD_MAX_TRIAL_CONCURRENCY). */
+  maxTrialConcurrency: number;
+  /** Largest `trialTimeoutMs` (JETSHARD_MAX_TRIAL_TIMEOUT_MS). */
+  maxTrialTimeoutMs: number;
+}
+
+/**
+ * Checks the fields of a spec (or of a resume request) that `limits` bound; absent fields pass.
+ * @throws NasSpecError, e.g. `maxTrials: must be <= 10000 (the limit JETSHARD_MAX_TRIALS)`.
+ */
+export function checkSpecLimits(x: { maxTrials?: number; concurrency?: number; trialTimeoutMs?: number }, limits: SpecLimits): void {
+  const over = (field: string, v: number | undefined, max: number, env: string) => {
+    if (v !== undefined && v > max) throw new NasSpecError(field, `must be <= ${max} (the limit ${env}), got ${v}`);
+  };
+  over("maxTrials", x.maxTrials, limits.maxTrials, "JETSHARD_MAX_TRIALS");
+  over("concurrency", x.concurrency, limits.maxTrialConcurrency, "JETSHARD_MAX_TRIAL_CONCURRENCY");
+  over("trialTimeoutMs", x.trialTimeoutMs, limits.maxTrialTimeoutMs, "JETSHARD_MAX_TRIAL_TIMEOUT_MS");
 }
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.number().int().min(min).max(max);
@@ -89,7 +137,7 @@ function subParse<T>(schema: z.ZodType<T>, value: unknown, ctx: z.RefinementCtx)
   return z.NEVER;
 }
 
-const unknownStrategy = (name: unknown) => `unknown strategy ${JSON.stringify(name)} (expected one of ${STRATEGY_NAMES.join(", ")})`;
+const unknownStrategy = (name: unknown) => `unknown strategy ${preview(name)} (expected one of ${STRATEGY_NAMES.join(", ")})`;
 
 const strategySchema = z.unknown().transform((v, ctx): NormalizedStrategy => {
   if (typeof v === "string") {
@@ -156,16 +204,30 @@ export function naswotInput(input: { shape: number[]; data: string | number[] })
   return { batch: input.shape[0]!, sample: input.shape.slice(1), values };
 }
 
-const moduleEvaluatorSchema = z.looseObject({ module: z.string().min(1) });
+const customEvaluatorSchema = z.looseObject({
+  custom: z.string().superRefine((name, ctx) => {
+    const problem = evaluatorNameProblem(name);
+    if (problem) ctx.addIssue({ code: "custom", message: problem });
+  }),
+});
 
 const evaluatorSchema = z.unknown().transform((v, ctx): EvaluatorSpec => {
   if (typeof v !== "object" || v === null || Array.isArray(v)) {
-    ctx.addIssue({ code: "custom", message: v === undefined ? "is required" : 'must be an object: {"metrics": [...]} or {"module": "path.js"}' });
+    ctx.addIssue({ code: "custom", message: v === undefined ? "is required" : 'must be an object: {"metrics": [...]} or {"custom": "<registered evaluator>"}' });
     return z.NEVER;
   }
-  if ("module" in v) return subParse(moduleEvaluatorSchema, v, ctx) as ModuleEvaluatorSpec;
+  // the old contract named a file to import; a spec may only name what the operator registered
+  if ("module" in v) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["module"],
+      message: 'is no longer accepted: name an evaluator registered by the operator instead, {"custom": "<name>", ...options} (the files in JETSHARD_EVALUATORS_DIR)',
+    });
+    return z.NEVER;
+  }
+  if ("custom" in v) return subParse(customEvaluatorSchema, v, ctx) as CustomEvaluatorSpec;
   if ("metrics" in v) return subParse(builtinEvaluatorSchema, v, ctx) as BuiltinEvaluatorSpec;
-  ctx.addIssue({ code: "custom", message: 'needs "metrics" (built-in evaluators) or "module" (a user evaluator)' });
+  ctx.addIssue({ code: "custom", message: 'needs "metrics" (built-in evaluators) or "custom" (an evaluator registered by the operator)' });
   return z.NEVER;
 });
 
@@ -229,25 +291,31 @@ export interface ExperimentSpec {
   earlyStopping?: { rule: "median"; minTrials?: number; minStep?: number };
 }
 
-/** Metrics the evaluator reports, or null if a module evaluator may report anything. */
+/** Metrics the evaluator reports, or null if a custom evaluator may report anything. */
 export function producedMetrics(e: EvaluatorSpec): string[] | null {
-  return isModuleEvaluator(e) ? null : e.metrics.map((m) => METRIC_OUTPUT[m]);
+  return isCustomEvaluator(e) ? null : e.metrics.map((m) => METRIC_OUTPUT[m]);
 }
 
 /**
  * Validates and normalizes an experiment spec.
  * Beyond the field checks: the search space must be valid NNI and fit the family (required for every
- * family but `cell`); `custom` needs a module evaluator; with built-in evaluators, `objective.metric` and
- * constraint metrics must be among those they report (`naswot`, `latency_ms`, `params`, `flops`); an mlp
- * scored by `naswot` may only use the `relu` activation (NASWOT reads ReLU codes).
+ * family but `cell`), and no point of it may make a model larger than `MAX_ARCH_PARAMS`; `custom` needs a
+ * custom evaluator, named (never a path: see `evaluatorNameProblem`); with built-in evaluators,
+ * `objective.metric` and constraint metrics must be among those they report (`naswot`, `latency_ms`, `params`,
+ * `flops`); an mlp scored by `naswot` may only use the `relu` activation (NASWOT reads ReLU codes).
+ * @param limits the operator's ceilings (the gateway passes `config.limits`); absent, only the schema's bounds
+ *   apply (a controller re-validating a stored spec must not fail it because a limit was lowered since).
  * @throws NasSpecError naming the field, e.g. `maxTrials: must be >= 1`, `family: unknown family "x" (...)`,
- *   `strategy: unknown strategy "y" (...)`, `evaluator.metrics[1]: unknown evaluator "z" (...)`.
+ *   `strategy: unknown strategy "y" (...)`, `evaluator.metrics[1]: unknown evaluator "z" (...)`,
+ *   `evaluator.custom: must be the name of an evaluator registered by the operator (...), not a path: ...`,
+ *   `concurrency: must be <= 64 (the limit JETSHARD_MAX_TRIAL_CONCURRENCY), got 100`.
  */
-export function parseExperimentSpec(x: unknown): ExperimentSpec {
+export function parseExperimentSpec(x: unknown, limits?: SpecLimits): ExperimentSpec {
   const r = experimentSpecSchema.safeParse(x, { reportInput: true });
   if (!r.success) throw fromZodError(r.error, "");
   const raw = r.data;
   const family = raw.family as SpecFamily;
+  if (limits) checkSpecLimits(raw, limits);
 
   let searchSpace: SearchSpace;
   if (raw.searchSpace === undefined) {
@@ -260,14 +328,15 @@ export function parseExperimentSpec(x: unknown): ExperimentSpec {
   if (rank !== undefined && inputShape && inputShape.length !== rank) {
     throw new NasSpecError("familyOptions.inputShape", `family "${family}" takes ${rank === 1 ? "[features]" : "[channels, height, width]"}, got [${inputShape}]`);
   }
+  if (family !== "custom") checkFamilySize(family, searchSpace, raw.familyOptions, "searchSpace");
 
   const evaluator = raw.evaluator;
   const activation = searchSpace.activation;
-  if (family === "mlp" && !isModuleEvaluator(evaluator) && evaluator.metrics.includes("naswot") && activation?._type === "choice") {
+  if (family === "mlp" && !isCustomEvaluator(evaluator) && evaluator.metrics.includes("naswot") && activation?._type === "choice") {
     const i = activation._value.findIndex((v) => v !== "relu");
     if (i >= 0) throw new NasSpecError(`searchSpace.activation._value[${i}]`, `naswot reads ReLU activation codes, so an mlp scored by naswot must use "relu" (got ${JSON.stringify(activation._value[i])})`);
   }
-  if (family === "custom" && !isModuleEvaluator(evaluator)) throw new NasSpecError("evaluator", 'family "custom" needs a module evaluator ({"module": "path.js"})');
+  if (family === "custom" && !isCustomEvaluator(evaluator)) throw new NasSpecError("evaluator", 'family "custom" needs a custom evaluator ({"custom": "<registered evaluator>"})');
   const produced = producedMetrics(evaluator);
   if (produced) {
     const missing = (m: string) => `metric "${m}" is not reported by the evaluator (it reports ${produced.join(", ")})`;

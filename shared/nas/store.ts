@@ -5,7 +5,7 @@
  */
 import { randomBytes, randomInt } from "node:crypto";
 import { Kvm, type KV } from "@nats-io/kv";
-import { openKv, type Infra } from "#shared/nats.js";
+import { NAS_BUCKET_OPTS, openKv, type Infra } from "#shared/nats.js";
 import { STREAMS } from "#shared/subjects.js";
 import type { ExperimentSpec } from "./spec.js";
 import {
@@ -58,10 +58,13 @@ export class NasStore {
     readonly trials: KV,
   ) {}
 
-  /** Creates (or binds to) the `experiments` and `trials` buckets. */
+  /**
+   * Binds to the `experiments` and `trials` buckets (creating them only when missing, like openInfra).
+   * @throws NatsPermissionError when they are missing and this NATS user may not create them.
+   */
   static async open(infra: Infra): Promise<NasStore> {
     const kvm = new Kvm(infra.nc);
-    const [experiments, trials] = await Promise.all([openKv(kvm, NAS_BUCKETS.experiments, { history: 1 }), openKv(kvm, NAS_BUCKETS.trials, { history: 1 })]);
+    const [experiments, trials] = await Promise.all([openKv(kvm, NAS_BUCKETS.experiments, NAS_BUCKET_OPTS), openKv(kvm, NAS_BUCKETS.trials, NAS_BUCKET_OPTS)]);
     return new NasStore(infra, experiments, trials);
   }
 
@@ -69,13 +72,15 @@ export class NasStore {
    * Stores a new experiment as `queued` (a controller picks it up). A spec without a seed gets a random
    * one, recorded in the stored spec so the run can be reproduced.
    */
-  async createExperiment(spec: ExperimentSpec): Promise<ExperimentRecord> {
+  /** Stores a new experiment owned by `tenant` (absent: the operator's, e.g. created over NATS). */
+  async createExperiment(spec: ExperimentSpec, tenant?: string): Promise<ExperimentRecord> {
     const now = Date.now();
     const stored: ExperimentSpec = { ...spec, seed: spec.seed ?? randomInt(0, 2 ** 31) };
     for (let attempt = 0; ; attempt++) {
       const rec: ExperimentRecord = {
         id: newExperimentId(spec.name),
         name: spec.name,
+        ...(tenant ? { tenant } : {}),
         spec: stored as unknown as Record<string, unknown>,
         status: "queued",
         createdAt: now,

@@ -169,6 +169,8 @@ export type Best = z.infer<typeof BestSchema>;
 export const ExperimentRecordSchema = z.object({
   id: z.string(),
   name: z.string(),
+  /** The tenant that created it; only it (or an admin) sees it and its trials. */
+  tenant: z.string().optional(),
   /** The normalized spec (parseExperimentSpec output, seed filled in). */
   spec: z.record(z.string(), z.unknown()),
   status: z.enum(EXPERIMENT_STATUSES),

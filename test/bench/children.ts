@@ -38,8 +38,11 @@ function exited(proc: ChildProcess): Promise<void> {
   return new Promise((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once("exit", () => r())));
 }
 
-/** How a child's output is read: pino JSON lines, nats-server's "[WRN]"-style lines, or plain text (all counted). */
-export type LogFormat = "pino" | "nats" | "text";
+/**
+ * How a child's output is read: pino JSON lines, nats-server's "[WRN]"-style lines, redis-server's lines (a `#`
+ * after the timestamp marks a warning), or plain text (all counted).
+ */
+export type LogFormat = "pino" | "nats" | "redis" | "text";
 
 function summarize(line: string, sum: LogSummary, format: LogFormat): void {
   const count = (level: string, key: string) => {
@@ -51,6 +54,12 @@ function summarize(line: string, sum: LogSummary, format: LogFormat): void {
   if (format === "nats") {
     const m = /\[(WRN|ERR|FTL)\] (.*)$/.exec(line);
     if (m) count(m[1] === "WRN" ? "warn" : m[1] === "ERR" ? "error" : "fatal", m[2]!);
+    return;
+  }
+  if (format === "redis") {
+    // "pid:role dd Mon yyyy hh:mm:ss.mmm # message"; the levels are . - * #, and redis logs its start and stop at #
+    const m = /^\d+:[A-Z] .*?\d\d:\d\d:\d\d\.\d+ # (.*)$/.exec(line);
+    if (m && /warn|error|fail|refus|denied|oom|unable|can't/i.test(m[1]!)) count("warn", m[1]!);
     return;
   }
   if (format === "text") {

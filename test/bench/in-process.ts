@@ -19,6 +19,7 @@ export interface InProcessResult {
  * 3 runs) with ORT's default session options, the same as the plain server and jetshard's workers.
  */
 export async function measureInProcess(file: string, inputWidth: number, batches: number[], durationS: number): Promise<InProcessResult[]> {
+  // the operator's own file, loaded by path on the operator's machine: external data beside it is legitimate here
   const session = await ort.InferenceSession.create(file);
   const out: InProcessResult[] = [];
   try {

@@ -26,6 +26,7 @@ if (!args.model) {
   process.exit(2);
 }
 const modelName = args.name;
+// the operator's own file, loaded by path (a local benchmark baseline): external data beside it is legitimate
 const session = await ort.InferenceSession.create(args.model);
 
 /** Turns a v2 JSON request body into ORT feeds, or returns what is wrong with it. FP32 inputs only. */

@@ -6,6 +6,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { LogSummary } from "./children.js";
 import type { InProcessResult } from "./in-process.js";
+import { JOB_SYSTEM_LABELS, JOB_SYSTEMS, type JobRow, type JobRun, type JobsReport } from "./jobs.js";
 import type { LoadResult } from "./load.js";
 import type { MachineInfo } from "./machine.js";
 import type { ModelName } from "./models.js";
@@ -53,6 +54,8 @@ export interface Report {
   /** codeFingerprint() when the run ended (compare with machine.code). */
   codeAtEnd: string;
   mode: "full" | "quick";
+  /** The sections this run measured: "http" (in-process, plain server, sync infer) and/or "jobs" (job queues). */
+  sections: Array<"http" | "jobs">;
   /** What this run left out, and why. */
   skipped: string[];
   machine: MachineInfo;
@@ -60,6 +63,8 @@ export interface Report {
   inProcess: InProcessRow[];
   http: HttpRow[];
   targets: TargetCheck[];
+  /** The job-queue section; null when it did not run. */
+  jobs: JobsReport | null;
   /** Per jetshard stack: each worker's shards and processed/failed counts at the end of its runs. */
   deployments: Record<string, string[]>;
   /** Behaviour of jetshard noticed while setting up, outside any one measurement. */
@@ -159,71 +164,74 @@ export function renderMarkdown(r: Report): string {
   }
   const busy = Math.max(m.loadAvg1m, r.loadAvg1mAtEnd);
   if (busy > m.cores / 2) out.push(`**Warning:** the load average reached ${busy} on ${m.cores} cores: other processes were using the CPU, so these figures are less reliable than usual.`, "");
-  out.push(`Settings: ${Object.entries(r.settings).map(([k, v]) => `${k} ${v}`).join("; ")}.`, "");
+  if (Object.keys(r.settings).length) out.push(`Settings: ${Object.entries(r.settings).map(([k, v]) => `${k} ${v}`).join("; ")}.`, "");
   if (r.skipped.length) out.push(`Skipped: ${r.skipped.join("; ")}.`, "");
 
-  out.push("## In-process ONNX Runtime (the limit)", "");
-  out.push(
-    table(
-      ["model", "batch", "rows/s", "ms/run p50", "ms/run p99", "runs"],
-      r.inProcess.map((x) => [x.model, String(x.batch), fmtRate(x.rowsPerS), fmtMs(x.p50Ms), fmtMs(x.p99Ms), String(x.runs)]),
-      [false, true, true, true, true, true],
-    ),
-    "",
-  );
+  if (r.sections.includes("http")) {
+    out.push("## In-process ONNX Runtime (the limit)", "");
+    out.push(
+      table(
+        ["model", "batch", "rows/s", "ms/run p50", "ms/run p99", "runs"],
+        r.inProcess.map((x) => [x.model, String(x.batch), fmtRate(x.rowsPerS), fmtMs(x.p50Ms), fmtMs(x.p99Ms), String(x.runs)]),
+        [false, true, true, true, true, true],
+      ),
+      "",
+    );
 
-  out.push("## Over HTTP (v2 JSON infer, one row per request)", "");
-  const notes: string[] = [];
-  const rows = r.http.map((h) => {
-    const res = h.result;
-    let note = "";
-    if (h.notes.length) {
-      const text = h.notes.join("; ");
-      if (!notes.includes(text)) notes.push(text);
-      note = `[${notes.indexOf(text) + 1}]`;
-    }
-    return [
-      h.model,
-      h.system === "plain" ? `plain Hono, ${h.phase}` : "jetshard",
-      h.batching ?? "–",
-      h.shards === undefined ? "–" : String(h.shards),
-      h.workers === undefined ? "–" : String(h.workers),
-      String(h.connections),
-      res ? fmtRate(res.reqPerS) : "–",
-      res ? fmtMs(res.p50Ms) : "–",
-      res ? fmtMs(res.p99Ms) : "–",
-      res ? fmtMs(res.maxMs) : "–",
-      res ? String(res.errors) : "–",
-      res && h.connections > 1 ? `${res.perConnection.min}–${res.perConnection.max}` : "–",
-      fmtRatio(h.ratio),
-      note,
-    ];
-  });
-  out.push(
-    table(
-      ["model", "system", "batching", "shards", "workers", "c", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "per conn", "× plain", "note"],
-      rows,
-      [false, false, false, true, true, true, true, true, true, true, true, true, true, false],
-    ),
-    "",
-  );
-  if (notes.length) out.push(...notes.map((n, i) => `[${i + 1}] ${n}`), "");
+    out.push("## Over HTTP (v2 JSON infer, one row per request)", "");
+    const notes: string[] = [];
+    const rows = r.http.map((h) => {
+      const res = h.result;
+      let note = "";
+      if (h.notes.length) {
+        const text = h.notes.join("; ");
+        if (!notes.includes(text)) notes.push(text);
+        note = `[${notes.indexOf(text) + 1}]`;
+      }
+      return [
+        h.model,
+        h.system === "plain" ? `plain Hono, ${h.phase}` : "jetshard",
+        h.batching ?? "–",
+        h.shards === undefined ? "–" : String(h.shards),
+        h.workers === undefined ? "–" : String(h.workers),
+        String(h.connections),
+        res ? fmtRate(res.reqPerS) : "–",
+        res ? fmtMs(res.p50Ms) : "–",
+        res ? fmtMs(res.p99Ms) : "–",
+        res ? fmtMs(res.maxMs) : "–",
+        res ? String(res.errors) : "–",
+        res && h.connections > 1 ? `${res.perConnection.min}–${res.perConnection.max}` : "–",
+        fmtRatio(h.ratio),
+        note,
+      ];
+    });
+    out.push(
+      table(
+        ["model", "system", "batching", "shards", "workers", "c", "req/s", "p50 ms", "p99 ms", "max ms", "errors", "per conn", "× plain", "note"],
+        rows,
+        [false, false, false, true, true, true, true, true, true, true, true, true, true, false],
+      ),
+      "",
+    );
+    if (notes.length) out.push(...notes.map((n, i) => `[${i + 1}] ${n}`), "");
 
-  out.push("## Targets (issue 5)", "");
-  for (const t of r.targets) out.push(`- ${t.met === null ? "NOT MEASURED" : t.met ? "MET" : "NOT MET"}: ${t.target}: ${t.measured}`);
-  out.push("");
-
-  const errs = r.http.filter((h) => h.result && h.result.errors > 0);
-  if (errs.length) {
-    out.push("## Errors seen by the load generator", "");
-    for (const h of errs) {
-      const res = h.result!;
-      const label = h.system === "plain" ? `${h.model} plain (${h.phase}) c=${h.connections}` : `${h.model} jetshard ${cfg(h)} c=${h.connections}`;
-      const samples = Object.entries(res.errorSamples).map(([k, n]) => `${n}× ${k}`);
-      out.push(`- ${label}: ${res.non2xx} non-2xx, ${res.socketErrors} socket errors (${res.timeouts} timeouts)${samples.length ? `: ${samples.join(" | ")}` : ""}`);
-    }
+    out.push("## Targets (issue 5)", "");
+    for (const t of r.targets) out.push(`- ${t.met === null ? "NOT MEASURED" : t.met ? "MET" : "NOT MET"}: ${t.target}: ${t.measured}`);
     out.push("");
+
+    const errs = r.http.filter((h) => h.result && h.result.errors > 0);
+    if (errs.length) {
+      out.push("## Errors seen by the load generator", "");
+      for (const h of errs) {
+        const res = h.result!;
+        const label = h.system === "plain" ? `${h.model} plain (${h.phase}) c=${h.connections}` : `${h.model} jetshard ${cfg(h)} c=${h.connections}`;
+        const samples = Object.entries(res.errorSamples).map(([k, n]) => `${n}× ${k}`);
+        out.push(`- ${label}: ${res.non2xx} non-2xx, ${res.socketErrors} socket errors (${res.timeouts} timeouts)${samples.length ? `: ${samples.join(" | ")}` : ""}`);
+      }
+      out.push("");
+    }
   }
+  if (r.jobs) renderJobs(r.jobs, out);
 
   const logged = Object.entries(r.logs).flatMap(([stack, procs]) =>
     Object.entries(procs)
@@ -237,11 +245,76 @@ export function renderMarkdown(r: Report): string {
     out.push("");
   }
   if (r.observations.length) out.push("## Observed while setting up", "", ...r.observations.map((o) => `- ${o}`), "");
-  out.push("## Warnings and errors logged by jetshard processes", "", ...(logged.length ? logged : ["none"]), "");
-  out.push(
-    "Columns: req/s counts 2xx responses only; p50/p99/max are 2xx latencies seen by the load generator; errors = non-2xx + socket errors + timeouts; per conn = fewest–most responses completed by one connection (a wide spread means some callers starve); × plain = req/s over the plain server's at the same model and concurrency (the mean of its runs before and after jetshard's; their own ratios show how much the machine drifted meanwhile).",
-  );
+  out.push("## Warnings and errors logged by the processes under test", "", ...(logged.length ? logged : ["none"]), "");
+  if (r.sections.includes("http")) {
+    out.push(
+      "Columns (HTTP): req/s counts 2xx responses only; p50/p99/max are 2xx latencies seen by the load generator; errors = non-2xx + socket errors + timeouts; per conn = fewest–most responses completed by one connection (a wide spread means some callers starve); × plain = req/s over the plain server's at the same model and concurrency (the mean of its runs before and after jetshard's; their own ratios show how much the machine drifted meanwhile).",
+    );
+  }
+  if (r.jobs) {
+    out.push(
+      "",
+      "Columns (job queues): jobs/s = jobs completed with the right output per second, measured from the first submit to the last completion; p50/p99 = from submit to output in hand; × BullMQ = jobs/s over BullMQ's for the same job (above 1: more jobs/s than BullMQ), and one-at-a-time p50 over BullMQ's (above 1: slower than BullMQ), BullMQ's being the mean of its runs before and after the others (on its own rows: how far each was from that mean, i.e. how much the machine drifted); errors = failed, timed out or wrong output.",
+    );
+  }
   return out.join("\n") + "\n";
+}
+
+const jobLabel = (row: JobRow) => `${JOB_SYSTEM_LABELS[row.system]}${row.phase ? `, ${row.phase}` : ""}`;
+
+function fmtRun(r: JobRun | null, f: (r: JobRun) => string): string {
+  return r ? f(r) : "–";
+}
+
+/** The job-queue section: one row per system and job kind, then how each learns completion, then errors. */
+function renderJobs(j: JobsReport, out: string[]): void {
+  out.push(`## Job queues (submit → done with its output; ${j.inFlight} in flight, and one at a time)`, "");
+  out.push(`Settings: ${Object.entries(j.settings).map(([k, v]) => `${k}: ${v}`).join("; ")}. Section took ${j.elapsedS.toFixed(0)} s.`, "");
+  const notes: string[] = [];
+  const rows = j.rows.map((row) => {
+    let note = "";
+    if (row.notes.length) {
+      const text = row.notes.join("; ");
+      if (!notes.includes(text)) notes.push(text);
+      note = `[${notes.indexOf(text) + 1}]`;
+    }
+    const t = row.throughput;
+    const s = row.sequential;
+    return [
+      jobLabel(row),
+      row.kind,
+      fmtRun(t, (x) => fmtRate(x.jobsPerS)),
+      fmtRatio(row.ratio.jobsPerS),
+      fmtRun(t, (x) => fmtMs(x.p50Ms)),
+      fmtRun(t, (x) => fmtMs(x.p99Ms)),
+      fmtRun(s, (x) => fmtMs(x.p50Ms)),
+      fmtRatio(row.ratio.seqP50),
+      fmtRun(s, (x) => fmtMs(x.p99Ms)),
+      t || s ? String((t?.errors ?? 0) + (s?.errors ?? 0)) : "–",
+      note,
+    ];
+  });
+  out.push(
+    table(
+      ["system", "job", "jobs/s", "× BullMQ", "p50 ms", "p99 ms", "1-at-a-time p50 ms", "× BullMQ", "p99 ms", "errors", "note"],
+      rows,
+      [false, false, true, true, true, true, true, true, true, true, false],
+    ),
+    "",
+  );
+  if (notes.length) out.push(...notes.map((n, i) => `[${i + 1}] ${n}`), "");
+  out.push("How each system learns that a job is done:", "", ...JOB_SYSTEMS.map((s) => `- ${JOB_SYSTEM_LABELS[s]}: ${j.completion[s]}.`), "");
+  const errs = j.rows.flatMap((row) =>
+    (
+      [
+        ["in flight", row.throughput],
+        ["one at a time", row.sequential],
+      ] as const
+    )
+      .filter(([, x]) => x && x.errors > 0)
+      .map(([what, x]) => `- ${jobLabel(row)}, ${row.kind}, ${what}: ${Object.entries(x!.errorSamples).map(([k, n]) => `${n}× ${k}`).join(" | ")}`),
+  );
+  if (errs.length) out.push("Errors seen by the job-queue harness:", "", ...errs, "");
 }
 
 /** Writes `<timestamp>.json/.md` and `latest.json/.md` into `dir`; returns the timestamped Markdown path. */

@@ -1,8 +1,9 @@
 /**
  * `npm run bench`: measures, side by side on one machine, in-process ONNX Runtime (the limit), a plain Hono
  * server running ORT per request (the baseline), and jetshard's sync v2 infer through the gateway (batching off
- * and on, unsharded and 2 shards) at concurrency 1 and 64, then prints a table, checks the issue's targets and
- * writes JSON and Markdown to bench-results/. See test/bench/README.md.
+ * and on, unsharded and 2 shards) at concurrency 1 and 64; then, in its job-queue section, BullMQ + Redis, raw
+ * JetStream and jetshard's tracked async jobs (NATS client and HTTP). Prints the tables, checks the issue's targets
+ * and writes JSON and Markdown to bench-results/. See test/bench/README.md.
  */
 import { mkdtemp } from "node:fs/promises";
 import os from "node:os";
@@ -10,6 +11,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { installCleanup, stopAll, trackDir } from "./children.js";
 import { measureInProcess } from "./in-process.js";
+import { DEFAULT_JOBS, runJobsSection } from "./jobs.js";
 import { loadTest, type LoadResult } from "./load.js";
 import { codeFingerprint, describeMachine } from "./machine.js";
 import { buildModel, MODEL_SPECS, type BenchModel, type ModelName } from "./models.js";
@@ -18,12 +20,18 @@ import { HEARTBEAT_MS, inferUrl, prime, ROOT, startJetshard, startPlainServer, t
 
 const HELP = `Usage: npm run bench [-- options]
 
-  --quick            small model only, short runs: finishes in under 2 minutes (also: npm run bench --quick)
+  --quick            small model only, short runs, fewer jobs: about 3 minutes, under 2 with one section
+                     (also: npm run bench --quick)
+  --section NAME     run only one section: http (in-process, plain server, jetshard sync infer) or jobs (the
+                     job-queue comparison: BullMQ + Redis, raw JetStream, jetshard async jobs); default both
   --models LIST      comma-separated models to run: small,mid (default both)
   --duration S       measured seconds per load run (default 10; quick 3)
   --warmup S         discarded warmup seconds before each load run (default 2; quick 1)
   --out DIR          results folder (default bench-results/)
   --connections LIST concurrency levels to load with (default 1,64; the targets are judged at 1 and 64)
+  --jobs N           jobs section: jobs per throughput cell (default ${DEFAULT_JOBS.full}; quick ${DEFAULT_JOBS.quick}); one-at-a-time cells run N/10
+  --in-flight N      jobs section: jobs in flight in the throughput cells (default 64)
+  --peer-concurrency N  jobs section: concurrency of the BullMQ and raw JetStream workers (default 64)
   -h, --help         this text
 
 Worker knobs pass through from the environment (JETSHARD_WORKER_CONCURRENCY, JETSHARD_ORT_INTRA_THREADS, ...).`;
@@ -38,6 +46,9 @@ const DEPLOYMENTS = [
   { shards: 2, workers: 2 },
 ] as const;
 const REQUEST_TIMEOUT_S = 30;
+/** The report's sections, in the order they run. */
+const SECTIONS = ["http", "jobs"] as const;
+type Section = (typeof SECTIONS)[number];
 /** How long a model may take to answer its first requests (mid: fetched from the object store, then loaded). */
 const primeTimeoutMs = (m: BenchModel) => (m.name === "mid" ? 180_000 : 60_000);
 const BUDGET_MS = { full: 570_000, quick: 110_000 };
@@ -66,11 +77,16 @@ interface Options {
   warmupS: number;
   outDir: string;
   connections: number[];
+  sections: Section[];
+  jobs: number;
+  inFlight: number;
+  peerConcurrency: number;
 }
 
 function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: argv,
+    allowPositionals: true,
     options: {
       quick: { type: "boolean", default: false },
       models: { type: "string" },
@@ -78,6 +94,10 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
       warmup: { type: "string" },
       out: { type: "string" },
       connections: { type: "string" },
+      section: { type: "string" },
+      jobs: { type: "string" },
+      "in-flight": { type: "string" },
+      "peer-concurrency": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -94,6 +114,17 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     if (!(n > 0)) throw new Error(`--${what}: expected a positive number of seconds, got "${v}"`);
     return n;
   };
+  const count = (v: string | undefined, def: number, what: string) => {
+    const n = v === undefined ? def : Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`--${what}: "${v}" is not a positive integer`);
+    return n;
+  };
+  // npm keeps options it does not know: `npm run bench --section=jobs` reaches us as npm_config_section=jobs, and
+  // `npm run bench --section jobs` as npm_config_section=true plus the argument "jobs"
+  const fromNpm = env.npm_config_section === "true" ? positionals.shift() : env.npm_config_section || undefined;
+  if (positionals.length) throw new Error(`unexpected argument "${positionals[0]}" (see --help)`);
+  const section = values.section ?? fromNpm;
+  if (section !== undefined && !(SECTIONS as readonly string[]).includes(section)) throw new Error(`--section: unknown section "${section}" (${SECTIONS.join(", ")})`);
   return {
     quick,
     models,
@@ -107,6 +138,10 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
         if (!Number.isInteger(n) || n < 1) throw new Error(`--connections: "${v}" is not a positive integer`);
         return n;
       }),
+    sections: section === undefined ? [...SECTIONS] : [section as Section],
+    jobs: count(values.jobs, quick ? DEFAULT_JOBS.quick : DEFAULT_JOBS.full, "jobs"),
+    inFlight: count(values["in-flight"], 64, "in-flight"),
+    peerConcurrency: count(values["peer-concurrency"], 64, "peer-concurrency"),
   };
 }
 
@@ -117,13 +152,17 @@ async function main(): Promise<number> {
   const deadline = startedAt.getTime() + (opts.quick ? BUDGET_MS.quick : BUDGET_MS.full);
   const machine = describeMachine(ROOT);
   const skipped: string[] = [];
-  if (opts.quick) {
+  const httpSection = opts.sections.includes("http");
+  if (!httpSection) skipped.push("the HTTP section (--section jobs): no in-process, plain server or sync infer runs, targets not checked");
+  else if (opts.quick) {
     skipped.push(
       `quick mode: only ${opts.models.join(", ")} (the mid target is not checked), no 2-shard run with batching off, ${opts.durationS} s runs after ${opts.warmupS} s warmup instead of 10 s after 2 s`,
     );
   } else if (!opts.models.includes("mid")) {
     skipped.push("model mid (--models)");
   }
+  if (!opts.sections.includes("jobs")) skipped.push("the job-queue section (--section http)");
+  else if (opts.quick) skipped.push(`quick mode, job queues: ${opts.jobs} jobs per cell instead of ${DEFAULT_JOBS.full}`);
   const inProcess: InProcessRow[] = [];
   const http: HttpRow[] = [];
   const logs: Report["logs"] = {};
@@ -255,7 +294,7 @@ async function main(): Promise<number> {
     }
   }
 
-  for (const name of opts.models) {
+  for (const name of httpSection ? opts.models : []) {
     say(`${name}: building ${MODEL_SPECS[name].description}…`);
     const model = await buildModel(name, tmp);
     bodies.push(`${name} ${model.body.length} B`);
@@ -274,6 +313,25 @@ async function main(): Promise<number> {
     }
   }
 
+  let jobs: Report["jobs"] = null;
+  if (opts.sections.includes("jobs")) {
+    const code = codeFingerprint(ROOT);
+    const jetshardNotes = code === machine.code ? [] : [`jetshard's code changed since the run started (code ${machine.code} → ${code})`];
+    try {
+      jobs = await runJobsSection({ quick: opts.quick, jobs: opts.jobs, inFlight: opts.inFlight, peerConcurrency: opts.peerConcurrency, tmpDir: tmp, jetshardNotes, say });
+      failures += jobs.failures;
+      skipped.push(...jobs.skipped);
+      Object.assign(logs, jobs.logs);
+      Object.assign(deployments, jobs.deployments);
+      observations.push(...jobs.observations);
+    } catch (err) {
+      // keep what the HTTP section measured: report the section as not run
+      failures++;
+      skipped.push(`the job-queue section, which failed: ${errMsg(err)}`);
+      say(`jobs: failed: ${errMsg(err)}`);
+    }
+  }
+
   fillRatios(http);
   const report: Report = {
     startedAt: startedAt.toISOString(),
@@ -281,9 +339,10 @@ async function main(): Promise<number> {
     loadAvg1mAtEnd: Math.round(os.loadavg()[0]! * 100) / 100,
     codeAtEnd: codeFingerprint(ROOT),
     mode: opts.quick ? "quick" : "full",
+    sections: opts.sections,
     skipped,
     machine,
-    settings: {
+    settings: !httpSection ? {} : {
       "measured s per run": opts.durationS,
       "warmup s": `${opts.warmupS} per run (at the run's concurrency), plus ${opts.quick ? 2 : 3} at c=64 per fresh server and model`,
       connections: opts.connections.join(" and "),
@@ -299,7 +358,8 @@ async function main(): Promise<number> {
     },
     inProcess,
     http,
-    targets: checkTargets(http),
+    targets: httpSection ? checkTargets(http) : [],
+    jobs,
     observations,
     deployments,
     logs,

@@ -84,6 +84,8 @@ export type UploadParams = Record<string, string>;
 /** A running jetshard: nats-server, one gateway, `workers` workers, each its own process. */
 export interface JetshardStack {
   base: string;
+  /** The stack's nats-server, for clients that talk to jetshard over NATS (shared/client.ts). */
+  natsUrl: string;
   children: Child[];
   /**
    * Uploads `file` as `name` with `params`; returns notes on what the gateway did with them: rejected (then
@@ -126,6 +128,7 @@ export async function startJetshard(workers: number): Promise<JetshardStack> {
   children.push(gateway);
   const stack: JetshardStack = {
     base,
+    natsUrl: nats.url,
     children,
     observations: [],
     async upload(name, file, params) {

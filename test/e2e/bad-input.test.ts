@@ -62,7 +62,7 @@ t.test("a worker records a terminal failure for an invalid job instead of redeli
   await waitFor("ready", async () => (await fetch(`${gw.url}/v2/models/m/ready`)).ok);
 
   const nc = stack.infra.nc;
-  const inbox = "test.replies.bad";
+  const inbox = "_INBOX.test.replies.bad"; // workers answer only under _INBOX (isReplySubject)
   const sub = nc.subscribe(`${inbox}.*`, { max: 3 });
   const replies: Array<{ subject: string; body: Record<string, unknown> }> = [];
   const done = (async () => {

@@ -1,9 +1,10 @@
 import t from "tap";
 import { STREAMS } from "#shared/subjects.js";
 import { startStack } from "../helpers/stack.js";
-import { controller, experimentsApi, trialEvents } from "../helpers/nas.js";
+import { EVALUATORS_DIR, controller, experimentsApi, trialEvents } from "../helpers/nas.js";
 
-const MODULE = "test/nas/fixtures/evaluators.ts";
+/** Registered as test/nas/fixtures/evaluators.ts in the workers' JETSHARD_EVALUATORS_DIR. */
+const EVALUATOR = "evaluators";
 const custom = (name: string, values: number[], evaluator: Record<string, unknown>, more: Record<string, unknown> = {}) => ({
   name,
   family: "custom",
@@ -13,11 +14,11 @@ const custom = (name: string, values: number[], evaluator: Record<string, unknow
   maxTrials: values.length,
   concurrency: values.length,
   maxFailedTrials: 100,
-  evaluator: { module: MODULE, ...evaluator },
+  evaluator: { custom: EVALUATOR, ...evaluator },
   ...more,
 });
 
-const stack = await startStack(t, { JETSHARD_NAS_CONCURRENCY: "2" });
+const stack = await startStack(t, { JETSHARD_NAS_CONCURRENCY: "2", JETSHARD_EVALUATORS_DIR: EVALUATORS_DIR });
 const gw = await stack.gateway();
 await Promise.all([stack.worker(), stack.worker()]);
 await controller(t, stack);
@@ -41,6 +42,20 @@ t.test("a custom evaluator that throws fails that trial with its message, dead-l
   t.equal(rec.best.trialId, "t0002");
   const dlq = await stack.infra.jsm.streams.getMessage(STREAMS.dlq, { last_by_subj: `jetshard.dlq.nas.${id}` });
   t.match(dlq?.header.get("Jetshard-Error"), /evaluator rejected x=[13]/, "failed trial copied to the DLQ with its error");
+});
+
+t.test("a custom evaluator that no worker has registered fails each trial at once, without retries", async (t) => {
+  // the gateway need not share the workers' directory: the spec is accepted, and the workers refuse to run it
+  const { rec, trials, id } = await run({ ...custom("unregistered", [0, 1], {}), evaluator: { custom: "nope" } });
+  t.equal(rec.status, "completed");
+  t.same(trials.map((x) => x.status), ["failed", "failed"]);
+  for (const x of trials) {
+    t.match(x.error, /^custom evaluator "nope" is not registered on this worker \(no nope\.js, nope\.mjs, nope\.ts in JETSHARD_EVALUATORS_DIR\)$/);
+    t.equal(x.attempts, 1, "not retried");
+    t.notMatch(x.error, EVALUATORS_DIR, "the error does not reveal the operator's directory");
+  }
+  const started = (await trialEvents(stack.infra, id)).filter((e) => e.kind === "start");
+  t.equal(started.length, 0, "no evaluation was started");
 });
 
 t.test("a hanging custom evaluator is stopped by the trial timeout", async (t) => {

@@ -1,7 +1,7 @@
 import t from "tap";
 import * as ort from "onnxruntime-node";
 import { startStack, waitFor } from "../helpers/stack.js";
-import { CELL_SPEC, controller, evaluationsPerTrial, experimentsApi, trialEvents } from "../helpers/nas.js";
+import { CELL_SPEC, EVALUATORS_DIR, controller, evaluationsPerTrial, experimentsApi, trialEvents } from "../helpers/nas.js";
 
 
 t.test("a 40-trial cell experiment with naswot and latency completes on 2 workers through the HTTP API", async (t) => {
@@ -71,7 +71,7 @@ t.test("every bad experiment input gets a 400 naming the field, and unknown expe
     ["unknown strategy", { ...mlp, strategy: "bayes" }, /^strategy: unknown strategy "bayes"/],
     ["unknown strategy object", { ...mlp, strategy: { name: "tpe" } }, /^strategy\.name: unknown strategy "tpe"/],
     ["unknown evaluator", { ...mlp, evaluator: { metrics: ["params", "accuracy"] } }, /^evaluator\.metrics\[1\]: unknown evaluator "accuracy"/],
-    ["evaluator neither built-in nor module", { ...mlp, evaluator: { epochs: 3 } }, /^evaluator: needs "metrics"/],
+    ["evaluator neither built-in nor custom", { ...mlp, evaluator: { epochs: 3 } }, /^evaluator: needs "metrics"/],
     ["objective not reported", { ...mlp, objective: { metric: "naswot", direction: "maximize" } }, /^objective\.metric: metric "naswot" is not reported/],
     ["missing search space", { ...mlp, searchSpace: undefined }, /^searchSpace: is required for family "mlp"/],
     ["unknown field", { ...mlp, colour: "red" }, /^colour: unknown field/],
@@ -103,7 +103,7 @@ t.test("every bad experiment input gets a 400 naming the field, and unknown expe
 });
 
 t.test("stop keeps unfinished trials and resume completes the experiment without losing or re-running a trial", async (t) => {
-  const stack = await startStack(t);
+  const stack = await startStack(t, { JETSHARD_EVALUATORS_DIR: EVALUATORS_DIR });
   const gw = await stack.gateway();
   await stack.worker({ JETSHARD_NAS_CONCURRENCY: "3" });
   await controller(t, stack);
@@ -116,7 +116,7 @@ t.test("stop keeps unfinished trials and resume completes the experiment without
     objective: { metric: "score", direction: "maximize" },
     maxTrials: 10,
     concurrency: 3,
-    evaluator: { module: "test/nas/fixtures/evaluators.ts", behavior: "sleep", delayMs: 250 },
+    evaluator: { custom: "evaluators", behavior: "sleep", delayMs: 250 },
   });
   const id = body.id as string;
   await waitFor("three finished", async () => (await api.get(id)).body.progress.finished >= 3, 30_000, 20);

@@ -1,8 +1,8 @@
 import t from "tap";
 import { startStack, waitFor } from "../helpers/stack.js";
-import { CELL_SPEC, controller, controllerProcess, evaluationsPerTrial, experimentsApi, trialEvents } from "../helpers/nas.js";
+import { CELL_SPEC, EVALUATORS_DIR, controller, controllerProcess, evaluationsPerTrial, experimentsApi, trialEvents } from "../helpers/nas.js";
 
-const LEASE = { JETSHARD_CONTROLLER_LEASE_MS: "1500" };
+const LEASE = { JETSHARD_CONTROLLER_LEASE_MS: "1500", JETSHARD_EVALUATORS_DIR: EVALUATORS_DIR };
 
 t.test("SIGKILL of the controller mid-run: another one resumes and the experiment ends with exactly 40 finished trials", async (t) => {
   const stack = await startStack(t, LEASE);
@@ -63,7 +63,7 @@ t.test("two controllers at once: each experiment is driven by exactly one of the
     objective: { metric: "score", direction: "maximize" },
     maxTrials: 12,
     concurrency: 2,
-    evaluator: { module: "test/nas/fixtures/evaluators.ts", behavior: "sleep", delayMs },
+    evaluator: { custom: "evaluators", behavior: "sleep", delayMs },
   });
   const ids = await Promise.all(["p", "q", "r"].map(async (n) => (await api.create(spec(n, 20))).body.id as string));
   // while they run, every lease names one live controller, and it is the one proposing
@@ -117,7 +117,7 @@ t.test("a trial whose worker is SIGKILLed mid-evaluation is retried on another w
     maxTrials: 1,
     // the first evaluation never ends by itself, so the kill always lands mid-evaluation: a fixed sleep raced the
     // kill, and on a slow machine the victim sometimes finished before the test saw the trial running
-    evaluator: { module: "test/nas/fixtures/evaluators.ts", behavior: "hang-first" },
+    evaluator: { custom: "evaluators", behavior: "hang-first" },
   });
   await waitFor("the trial running on the victim", async () => (await api.trials(body.id)).body.trials[0]?.status === "running", 30_000, 20);
   victim.kill("SIGKILL");

@@ -13,6 +13,9 @@ import { STREAMS } from "#shared/subjects.js";
 import { createController, type Controller } from "../../services/controller/controller.js";
 import { ROOT, waitFor, type Stack } from "./stack.js";
 
+/** Operator-registered evaluators for tests (JETSHARD_EVALUATORS_DIR): `evaluators` and `env-probe`. */
+export const EVALUATORS_DIR = path.join(ROOT, "test/nas/fixtures");
+
 /** A 40-trial evolution search over small NAS-Bench-201-style cells, scored by NASWOT and latency. */
 export const CELL_SPEC = {
   name: "cells",

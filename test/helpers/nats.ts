@@ -4,7 +4,7 @@
  */
 import path from "node:path";
 import type { Test } from "tap";
-import { startNatsServer, removeDir, type RunningNats } from "#shared/nats-server.js";
+import { startNatsServer, removeDir, type RunningNats, type StartOptions } from "#shared/nats-server.js";
 
 export interface TestNats {
   url: string;
@@ -17,8 +17,9 @@ export interface TestNats {
   stop(): Promise<void>;
 }
 
-export async function startTestNats(t: Test, opts: { extra?: string } = {}): Promise<TestNats> {
-  let srv = await startNatsServer({ extra: opts.extra, watchParent: true });
+/** `extra`, `copyFiles` and `env`: as startNatsServer takes them (e.g. the users file with its passwords). */
+export async function startTestNats(t: Test, opts: Pick<StartOptions, "extra" | "copyFiles" | "env"> = {}): Promise<TestNats> {
+  let srv = await startNatsServer({ ...opts, watchParent: true });
   const workDir = path.dirname(srv.storeDir);
   const port = srv.port;
   const h: TestNats = {
@@ -28,7 +29,7 @@ export async function startTestNats(t: Test, opts: { extra?: string } = {}): Pro
     kill: () => srv.kill(),
     async restart() {
       await srv.kill();
-      srv = await startNatsServer({ port, storeDir: srv.storeDir, workDir, extra: opts.extra, watchParent: true });
+      srv = await startNatsServer({ ...opts, port, storeDir: srv.storeDir, workDir, watchParent: true });
     },
     async stop() {
       await srv.stop();

@@ -29,8 +29,12 @@ export interface Stack {
   workerProcess(extraEnv?: Record<string, string>): Promise<ChildProcess>;
 }
 
-export async function startStack(t: Test, extraEnv: Record<string, string> = {}, opts: { natsExtra?: string } = {}): Promise<Stack> {
-  const nats = await startTestNats(t, { extra: opts.natsExtra });
+/**
+ * `opts.natsExtra`: extra nats-server config lines; `opts.nats`: the same plus files to copy beside the config and
+ * nats-server's environment (a users file and its passwords).
+ */
+export async function startStack(t: Test, extraEnv: Record<string, string> = {}, opts: { natsExtra?: string; nats?: Parameters<typeof startTestNats>[1] } = {}): Promise<Stack> {
+  const nats = await startTestNats(t, { extra: opts.natsExtra, ...opts.nats });
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "jetshard-test-"));
   t.teardown(() => rm(dataDir, { recursive: true, force: true }));
   /** A model cache dir for one worker, inside the stack's data dir (removed with it). */
@@ -46,7 +50,7 @@ export async function startStack(t: Test, extraEnv: Record<string, string> = {},
     ...extraEnv,
   };
   const config = loadConfig(env);
-  const nc = await connectNats(config.natsServers, "test");
+  const nc = await connectNats(config, "test");
   t.teardown(() => nc.close());
   const infra = await openInfra(nc, config);
   const stack: Stack = {

@@ -8,7 +8,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 t.test("controller leases: one winner, no takeover while renewed, takeover after expiry, the loser finds out", async (t) => {
   const nats = await startTestNats(t);
-  const nc = await connectNats([nats.url], "lease-test");
+  const nc = await connectNats({ natsServers: [nats.url] }, "lease-test");
   t.teardown(() => nc.close());
   const kv = await new Kvm(nc).create("experiments-lease-test");
   const a = new Lease(kv, "exp1", "A", 600);

@@ -26,8 +26,8 @@ t.test("a valid spec parses and is normalized", async (t) => {
   t.same(minimal.searchSpace, cellSearchSpace(), "cell defaults to its own space");
   t.equal(minimal.concurrency, 1);
   t.same(minimal.constraints, []);
-  const custom = parseExperimentSpec({ ...base, family: "custom", evaluator: { module: "./train.js", epochs: 3 }, objective: { metric: "val_acc", direction: "maximize" } });
-  t.same(custom.evaluator, { module: "./train.js", epochs: 3 }, "module evaluator options pass through");
+  const custom = parseExperimentSpec({ ...base, family: "custom", evaluator: { custom: "train", epochs: 3 }, objective: { metric: "val_acc", direction: "maximize" } });
+  t.same(custom.evaluator, { custom: "train", epochs: 3 }, "custom evaluator options pass through");
 });
 
 t.test("bad specs are NasSpecErrors naming the field", async (t) => {
@@ -48,7 +48,7 @@ t.test("bad specs are NasSpecErrors naming the field", async (t) => {
   expectSpecError(t, () => parseExperimentSpec({ ...base, objective: { metric: "naswot", direction: "up" } }), "objective.direction", /"maximize", "minimize"/);
   expectSpecError(t, () => parseExperimentSpec({ ...base, constraints: [{ metric: "acc", max: 1 }] }), "constraints[0].metric", /not reported/);
   expectSpecError(t, () => parseExperimentSpec({ ...base, constraints: [{ metric: "params" }] }), "constraints[0]", /min or max/);
-  expectSpecError(t, () => parseExperimentSpec({ ...base, family: "custom" }), "evaluator", /module evaluator/);
+  expectSpecError(t, () => parseExperimentSpec({ ...base, family: "custom" }), "evaluator", /needs a custom evaluator/);
   expectSpecError(t, () => parseExperimentSpec({ ...base, concurrency: 0 }), "concurrency", />= 1/);
   expectSpecError(t, () => parseExperimentSpec({ ...base, maxTrial: 5 }), "maxTrial", /unknown field/);
   expectSpecError(t, () => parseExperimentSpec({ ...base, name: "a b" }), "name", /letters, digits/);

@@ -71,7 +71,7 @@ t.test("judgeMetrics names violated constraints and a missing objective", async 
   t.same(judgeMetrics(spec, { latency_ms: 1 }).violations, ["objective naswot is missing or not finite"]);
 });
 
-t.test("a module evaluator's Pareto front has only the objective", async (t) => {
+t.test("a custom evaluator's Pareto front has only the objective", async (t) => {
   const custom = parseExperimentSpec({
     name: "c",
     family: "custom",
@@ -79,7 +79,7 @@ t.test("a module evaluator's Pareto front has only the objective", async (t) => 
     strategy: "random",
     objective: { metric: "acc", direction: "maximize" },
     maxTrials: 1,
-    evaluator: { module: "./e.js" },
+    evaluator: { custom: "e" },
   });
   t.same(paretoObjectives(custom), [{ metric: "acc", direction: "maximize" }]);
 });

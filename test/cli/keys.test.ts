@@ -1,0 +1,49 @@
+import t from "tap";
+import { execFile } from "node:child_process";
+import path from "node:path";
+import { promisify } from "node:util";
+import { ROOT, startStack, waitFor } from "../helpers/stack.js";
+
+const run = promisify(execFile);
+const BIN = path.join(ROOT, "bin/jetshard.js");
+
+async function cli(env: Record<string, string>, ...args: string[]) {
+  try {
+    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, cwd: ROOT });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+t.test("jetshard keys creates a key shown once, lists it without its secret, and revokes it", async (t) => {
+  const stack = await startStack(t, { JETSHARD_AUTH: "keys" });
+  const gw = await stack.gateway();
+  const env = stack.env;
+  t.match((await cli(env, "keys", "--help")).stdout, /Usage:[\s\S]*keys create --tenant/);
+  const bad = await cli(env, "keys", "create", "--tenant", "team-a", "--scopes", "infer,root");
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /unknown scope "root"/);
+  t.match((await cli(env, "keys", "create", "--scopes", "infer")).stderr, /needs --tenant/);
+
+  const made = await cli(env, "keys", "create", "--tenant", "team-a", "--scopes", "models:read,infer", "--json");
+  t.equal(made.code, 0, made.stderr);
+  const { key, id } = JSON.parse(made.stdout);
+  t.match(key, /^jsk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
+  const models = () => fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } }).then((r) => r.status);
+  t.equal(await models(), 200, "the new key works on the gateway at once");
+
+  const list = await cli(env, "keys", "list");
+  t.equal(list.code, 0, list.stderr);
+  t.match(list.stdout, new RegExp(`^${id}\\tteam-a\\tmodels:read,infer\\tactive`, "m"));
+  t.notOk(list.stdout.includes(key.split("_")[2]), "the secret is never listed");
+  t.same(JSON.parse((await cli(env, "keys", "list", "--json")).stdout).keys.map((k: any) => k.id), [id]);
+
+  const rev = await cli(env, "keys", "revoke", id);
+  t.equal(rev.code, 0, rev.stderr);
+  t.match(rev.stdout, `revoked ${id}`);
+  await waitFor("revoked on the gateway", async () => (await models()) === 401, 5_000);
+  t.match((await cli(env, "keys", "list")).stdout, /\trevoked /);
+  t.equal((await cli(env, "keys", "revoke", "0000000000000000")).code, 2, "unknown id");
+});
