@@ -91,6 +91,8 @@ export type ModelVersion = z.infer<typeof ModelVersionSchema>;
 /** The value under a model's key in the `models` KV bucket. */
 export const ModelRecordSchema = z.object({
   name: z.string(),
+  /** The tenant that created the model: only it (or an admin) may replace or delete it. */
+  tenant: z.string().optional(),
   latest: z.number().int().min(1),
   versions: z.array(ModelVersionSchema).min(1),
 });
