@@ -131,6 +131,7 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
       reply: env.reply,
       deadline: env.deadline,
       track: env.track,
+      tenant: env.tenant,
     });
     await infra.js.publish(subjects.stage(job.model, next), body, { headers });
   }

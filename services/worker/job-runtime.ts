@@ -324,6 +324,7 @@ interface SettleInput<J, R> {
 /** Decides and applies the decision: the only place a job message is answered. */
 async function settle<J extends JobRef, R>(deps: LifecycleDeps, processor: Processor<J, R>, held: Held, s: SettleInput<J, R>): Promise<void> {
   const base = { attempt: held.attempt, policy: deps.policy, deadline: held.env.deadline, reply: Boolean(held.env.reply), track: held.env.track };
+  if (held.env.ignoredReply) s.jlog().warn({ reply: held.env.ignoredReply.slice(0, 200) }, "ignored a Jetshard-Reply outside _INBOX.; the result goes to RESULTS only");
   const decision: Decision = decide({ ...base, outcome: s.outcome, stopping: s.opts.stopping(), now: Date.now() });
   const unrecorded = async (step: "dead-letter" | "result" | "record", error: unknown) => {
     const d = decide({ ...base, outcome: { kind: "unrecorded", step, error }, stopping: s.opts.stopping(), now: Date.now() });
