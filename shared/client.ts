@@ -6,11 +6,12 @@
  *   const res = await client.infer("demo-mlp", [{ name: "input", datatype: "FP32", shape: [1, 4], data: Float32Array.of(1, 2, 3, 4) }]);
  *   console.log(res.outputs[0].data);
  */
-import { createInbox, headers as natsHeaders, nuid, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import { createInbox, nuid, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { JetStreamApiError, jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
 import { JS_API_CODES, JobError, fromNatsError } from "./errors.js";
 import { decodeResult, throwIfFailed } from "./results.js";
-import { HEADERS, STREAMS, subjects } from "./subjects.js";
+import { STREAMS, subjects } from "./subjects.js";
+import { writeEnvelope } from "./envelope.js";
 import type { Tensor } from "./tensor.js";
 import { MAX_PARAMETER_DEPTH, encodeFrame, withinDepth, type JobMeta } from "./wire.js";
 import { connectNats, openInfra, type Infra, type NatsSettings } from "./nats.js";
@@ -221,13 +222,14 @@ export class JetshardClient {
       ...(opts.parameters ? { parameters: opts.parameters } : {}),
       submittedAt: Date.now(),
     };
-    const h = natsHeaders();
-    if (reply) h.set(HEADERS.reply, reply);
-    if (reply && !opts.storeResult) h.set(HEADERS.result, "reply");
-    if (opts.timeoutMs) h.set(HEADERS.deadline, String(Date.now() + opts.timeoutMs));
-    if (track) h.set(HEADERS.track, "1");
-    if (opts.priority === "high") h.set(HEADERS.priority, "high");
-    if (opts.tenant) h.set(HEADERS.tenant, opts.tenant);
+    const h = writeEnvelope({
+      reply,
+      replyOnly: Boolean(reply && !opts.storeResult),
+      deadline: opts.timeoutMs ? Date.now() + opts.timeoutMs : undefined,
+      track,
+      priority: opts.priority,
+      tenant: opts.tenant,
+    });
     const subject = opts.priority === "high" ? subjects.inferHigh(model) : subjects.infer(model);
     // the frame header is JSON: a value nested too deep would overflow JSON.stringify's stack
     if (opts.parameters !== undefined && !withinDepth(opts.parameters, MAX_PARAMETER_DEPTH)) {

@@ -27,6 +27,16 @@ export interface DeadLetterInput {
   headers?: MsgHdrs;
   error: JobError;
   attempts: number;
+  /**
+   * JOBS stream sequence of the failing message: part of the dead letter's dedup id, so redeliveries of one message
+   * are copied once while the same job failing again after a replay (a new message) is copied again.
+   */
+  seq: number;
+}
+
+/** `Nats-Msg-Id` of a dead letter: one per failing JOBS message. */
+export function deadLetterMsgId(jobId: string, seq: number): string {
+  return `dlq-${jobId}-${seq}`;
 }
 
 /**
@@ -36,7 +46,7 @@ export function dlqSubjectFor(subject: string): string {
   return subject.startsWith(`${subjects.root}.`) ? `${subjects.root}.dlq.${subject.slice(subjects.root.length + 1)}` : subjects.dlq(subject);
 }
 
-/** Copies a failed job into DLQ (deduplicated by job id). Throws if the copy is not stored: then do not term(). */
+/** Copies a failed job into DLQ (deduplicated per JOBS message). Throws if the copy is not stored: then do not term(). */
 export async function deadLetter(infra: Infra, d: DeadLetterInput): Promise<void> {
   const h = natsHeaders();
   for (const [k, vs] of d.headers ?? []) for (const v of vs) if (k !== "Nats-Msg-Id") h.append(k, v);
@@ -46,7 +56,7 @@ export async function deadLetter(infra: Infra, d: DeadLetterInput): Promise<void
   h.set(DLQ_HEADERS.attempts, String(d.attempts));
   h.set(DLQ_HEADERS.jobId, d.jobId);
   h.set(DLQ_HEADERS.failedAt, new Date().toISOString());
-  await infra.js.publish(dlqSubjectFor(d.subject), d.data, { msgID: `dlq-${d.jobId}`, headers: h });
+  await infra.js.publish(dlqSubjectFor(d.subject), d.data, { msgID: deadLetterMsgId(d.jobId, d.seq), headers: h });
 }
 
 export interface DeadLetterEntry {

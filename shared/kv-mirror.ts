@@ -3,6 +3,7 @@
  * checking worker liveness) read memory instead of making a NATS round trip.
  */
 import type { KV } from "@nats-io/kv";
+import { ClosedConnectionError, DrainingConnectionError } from "@nats-io/transport-node";
 import type { z } from "zod";
 import type { Logger } from "./log.js";
 
@@ -10,6 +11,10 @@ export class KvMirror<T> {
   private readonly map = new Map<string, T>();
   private readonly listeners = new Set<(key: string, value: T | undefined) => void>();
   private stopFn: (() => void) | null = null;
+  private retry: NodeJS.Timeout | null = null;
+  private stopped = false;
+  /** Pause before a watch that ended on its own is opened again. */
+  static REOPEN_AFTER_MS = 1_000;
 
   constructor(
     private readonly kv: KV,
@@ -19,15 +24,50 @@ export class KvMirror<T> {
 
   /** Starts watching; resolves once the current contents are loaded. */
   async start(): Promise<void> {
-    const status = await this.kv.status();
-    const iter = await this.kv.watch({ key: ">" });
+    this.stopped = false;
+    await this.watch(true);
+  }
+
+  /**
+   * Opens a watch and applies what it delivers. A watch that ends on its own (an error; stop() ends it on purpose)
+   * is opened again after a pause, and keys deleted meanwhile are dropped once it has caught up, so the mirror
+   * never silently goes stale. `first`: throw when it cannot be opened (start), else keep retrying.
+   */
+  private async watch(first: boolean): Promise<void> {
+    let iter: Awaited<ReturnType<KV["watch"]>>;
+    let empty: boolean;
+    try {
+      empty = (await this.kv.status()).values === 0;
+      iter = await this.kv.watch({ key: ">" });
+    } catch (err) {
+      if (first) throw err;
+      // the connection is gone for good: nothing to watch any more
+      if (err instanceof ClosedConnectionError || err instanceof DrainingConnectionError) return;
+      this.log?.warn({ err }, "could not reopen a KV watch; retrying");
+      this.retryLater();
+      return;
+    }
+    if (this.stopped) {
+      iter.stop();
+      return;
+    }
     this.stopFn = () => iter.stop();
     let markReady!: () => void;
     const ready = new Promise<void>((r) => (markReady = r));
-    if (status.values === 0) markReady();
+    const seen = new Set<string>();
+    let caughtUp = false;
+    const catchUp = () => {
+      if (caughtUp) return;
+      caughtUp = true;
+      // after a reopen: whatever the new watch did not deliver was deleted while no watch was open
+      if (!first) for (const key of [...this.map.keys()]) if (!seen.has(key)) this.apply(key, undefined);
+      markReady();
+    };
+    if (empty) catchUp();
     const fallback = setTimeout(markReady, 2_000);
-    void (async () => {
+    const loop = (async () => {
       for await (const e of iter) {
+        seen.add(e.key);
         if (e.operation === "PUT" && e.value.length > 0) {
           try {
             const v = this.schema.parse(e.json());
@@ -39,11 +79,31 @@ export class KvMirror<T> {
         } else if (this.map.delete(e.key)) {
           this.emit(e.key, undefined);
         }
-        if (e.delta === 0) markReady();
+        if (e.delta === 0) catchUp();
       }
     })();
+    loop
+      .then(
+        () => (this.stopped ? undefined : this.log?.warn("KV watch ended; reopening it")),
+        (err) => this.log?.error({ err }, "KV watch failed; reopening it"),
+      )
+      .finally(() => {
+        clearTimeout(fallback);
+        markReady();
+        if (!this.stopped) this.retryLater();
+      });
     await ready;
     clearTimeout(fallback);
+  }
+
+  private retryLater(): void {
+    if (this.retry || this.stopped) return;
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      if (!this.stopped) void this.watch(false);
+    }, KvMirror.REOPEN_AFTER_MS);
+    // never what keeps a process alive
+    this.retry.unref();
   }
 
   private emit(key: string, value: T | undefined): void {
@@ -82,6 +142,9 @@ export class KvMirror<T> {
   }
 
   stop(): void {
+    this.stopped = true;
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = null;
     this.stopFn?.();
     this.stopFn = null;
   }

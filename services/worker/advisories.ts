@@ -1,18 +1,17 @@
 /**
  * Dead-letters jobs that ran out of deliveries. JetStream stops delivering such a job and says so only in a
  * core-NATS advisory; jetshard keeps those advisories in a work-queue stream, and every worker shares one durable
- * consumer on it, so each is handled once even when no worker was up when it was emitted. Handling one: copy the
- * job to DLQ, record the failure (result and job record), then delete the job from JOBS.
+ * consumer on it, so each is handled once even when no worker was up when it was emitted. Handling one reads the
+ * job back from JOBS and fails it through the job runtime's terminal-failure path, with the processor of its kind
+ * (inference result or NAS trial event): dead letter, answer, job record, then it is deleted from JOBS.
  */
-import { AckPolicy, type ConsumerMessages } from "@nats-io/jetstream";
-import { deadLetter } from "#shared/dlq.js";
+import { jobIdOf } from "#shared/envelope.js";
 import { JobError } from "#shared/errors.js";
-import { TERMINAL, newJobRecord, updateJob } from "#shared/jobs.js";
 import type { Logger } from "#shared/log.js";
 import type { Infra } from "#shared/nats.js";
-import { encodeResult } from "#shared/results.js";
-import { HEADERS, STREAMS, isReplySubject, subjects } from "#shared/subjects.js";
-import { isFrame } from "#shared/wire.js";
+import { STREAMS } from "#shared/subjects.js";
+import { exhaustedError, type RetryPolicy } from "./decide.js";
+import { createJobRuntime, finishStored, holdStored, openConsumer, transient, type JobRef, type JobRuntime, type Processor } from "./job-runtime.js";
 
 export interface AdvisoryProcessor {
   start(): Promise<void>;
@@ -21,54 +20,78 @@ export interface AdvisoryProcessor {
 
 const CONSUMER = "max_deliveries";
 
-export function createAdvisoryProcessor({ infra, log: root, workerId }: { infra: Infra; log: Logger; workerId: string }): AdvisoryProcessor {
+interface MaxDeliveriesAdvisory {
+  stream?: string;
+  stream_seq?: number;
+  deliveries?: number;
+  consumer?: string;
+}
+
+interface AdvisoryJob extends JobRef {
+  advisory: MaxDeliveriesAdvisory | null;
+}
+
+export interface AdvisoryDeps {
+  infra: Infra;
+  log: Logger;
+  workerId: string;
+  policy: RetryPolicy;
+  /** The processor whose terminal path answers a job on `subject` (inference or NAS trial). */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  processorFor: (subject: string) => Processor<any, any>;
+}
+
+export function createAdvisoryProcessor({ infra, log: root, workerId, policy, processorFor }: AdvisoryDeps): AdvisoryProcessor {
   const log = root.child({ component: "advisories" });
-  let msgs: ConsumerMessages | null = null;
+  // an advisory is never given up on: its job would stay in JOBS, undelivered and unanswered
+  const forever: RetryPolicy = { ...policy, maxAttempts: Infinity, maxDeliver: Infinity };
+  const lifecycle = { infra, log, workerId, policy };
 
-  async function handle(advisory: { stream?: string; stream_seq?: number; deliveries?: number; consumer?: string }): Promise<void> {
-    if (advisory.stream !== STREAMS.jobs || !advisory.stream_seq) return;
-    const sm = await infra.jsm.streams.getMessage(STREAMS.jobs, { seq: advisory.stream_seq }).catch(() => null);
-    if (!sm) return; // acked after all, or already handled
-    const jobId = sm.header?.get(HEADERS.jobId) || sm.header?.get(HEADERS.msgId) || `${STREAMS.jobs}-${sm.seq}`;
-    const model = sm.subject.split(".")[2] ?? "unknown";
-    const attempts = advisory.deliveries ?? 0;
-    const error = new JobError("MAX_ATTEMPTS", `job ${jobId} was delivered ${attempts} times without finishing (workers crashed or timed out)`);
-    await deadLetter(infra, { jobId, subject: sm.subject, data: sm.data, headers: sm.header, error, attempts });
-    const meta = { kind: "result" as const, id: jobId, model, ok: false, error: error.toJSON(), worker: workerId, attempt: attempts };
-    const body = encodeResult(isFrame(sm.data) ? "frame" : "json", meta, []);
-    const reply = sm.header?.get(HEADERS.reply);
-    if (reply && isReplySubject(reply)) infra.nc.publish(reply, body);
-    await infra.js.publish(subjects.result(jobId), body, { msgID: `result-${jobId}` });
-    if (sm.header?.get(HEADERS.track) === "1") {
-      await updateJob(infra, jobId, (r) => (r && TERMINAL.has(r.status) ? null : { ...(r ?? newJobRecord(jobId, model)), status: "failed", attempts, error: error.toJSON(), finishedAt: Date.now() }));
-    }
-    await infra.jsm.streams.deleteMessage(STREAMS.jobs, sm.seq).catch(() => undefined);
-    log.warn({ jobId, attempts, consumer: advisory.consumer }, "job dead-lettered after max deliveries");
-  }
+  const processor: Processor<AdvisoryJob, never> = {
+    name: "advisories",
+    parse(held) {
+      let advisory: MaxDeliveriesAdvisory | null = null;
+      try {
+        advisory = JSON.parse(new TextDecoder().decode(held.data)) as MaxDeliveriesAdvisory;
+      } catch {
+        // not an advisory: nothing to do
+      }
+      return { id: `advisory-${held.seq}`, model: "", entry: false, advisory };
+    },
+    async run({ advisory }) {
+      if (!advisory || advisory.stream !== STREAMS.jobs || !advisory.stream_seq) return { kind: "skipped", reason: "not a JOBS max-deliveries advisory" };
+      const seq = advisory.stream_seq;
+      const sm = await transient(() => infra.jsm.streams.getMessage(STREAMS.jobs, { seq }), "reading the job back");
+      if (!sm) return { kind: "skipped", reason: "job already answered" };
+      const held = holdStored(infra, sm, advisory.deliveries ?? 0);
+      const jobId = jobIdOf(held.env, sm.seq);
+      try {
+        await finishStored(lifecycle, processorFor(sm.subject), held, exhaustedError(jobId, held.attempt));
+      } catch (err) {
+        throw new JobError("NATS_UNAVAILABLE", `could not dead-letter job ${jobId}: ${(err as Error).message}`, { retryable: true, cause: err });
+      }
+      log.warn({ jobId, attempts: held.attempt, consumer: advisory.consumer }, "job dead-lettered after max deliveries");
+      return { kind: "succeeded" };
+    },
+    async publish() {
+      // an advisory has no answer of its own
+    },
+  };
 
+  let runtime: JobRuntime | null = null;
   return {
     async start() {
-      try {
-        await infra.jsm.consumers.info(STREAMS.advisories, CONSUMER);
-      } catch {
-        await infra.jsm.consumers.add(STREAMS.advisories, { durable_name: CONSUMER, ack_policy: AckPolicy.Explicit, ack_wait: 30_000_000_000 }).catch(() => undefined);
-      }
-      const consumer = await infra.js.consumers.get(STREAMS.advisories, CONSUMER);
-      msgs = await consumer.consume({ max_messages: 8, expires: 10_000 });
-      void (async () => {
-        for await (const m of msgs!) {
-          try {
-            await handle(m.json());
-            m.ack();
-          } catch (err) {
-            log.warn({ err }, "could not handle a max-deliveries advisory; retrying later");
-            m.nak(5_000);
-          }
-        }
-      })().catch((err) => log.error({ err }, "advisory loop ended"));
+      runtime = createJobRuntime({ name: "advisories", infra, log, workerId, policy: forever, ackWaitMs: 30_000, concurrency: 4, processor });
+      await runtime.add({
+        key: CONSUMER,
+        open: () => openConsumer(infra, STREAMS.advisories, CONSUMER, { ack_wait: 30_000_000_000 }),
+        fetch: { mode: "stream", buffer: 8 },
+        expiresMs: 10_000,
+        restart: true,
+      });
     },
     async stop() {
-      await msgs?.close().catch(() => undefined);
+      await runtime?.stop();
     },
   };
 }

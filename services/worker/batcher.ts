@@ -60,6 +60,7 @@ export class Batcher {
   private readonly queues = new Map<string, Pending[]>();
   private timer: NodeJS.Timeout | null = null;
   private waitingForSlot = false;
+  private running = 0;
   /** Batches run and requests they carried, for metrics and tests. */
   readonly stats = { batches: 0, requests: 0, maxRows: 0 };
 
@@ -68,6 +69,11 @@ export class Batcher {
     private readonly slots: Semaphore,
     private readonly run: RunFn,
   ) {}
+
+  /** True when nothing is queued, waiting for a run slot or running: dropping it then loses nothing. */
+  get idle(): boolean {
+    return this.queues.size === 0 && !this.waitingForSlot && this.running === 0;
+  }
 
   /** Queues one request (inputs in the shard's input order, all with the batch as dim 0) and resolves with its outputs. */
   submit(inputs: Tensor[], priority: "high" | "normal" = "normal"): Promise<Tensor[]> {
@@ -86,11 +92,16 @@ export class Batcher {
   }
 
   private async runAlone(inputs: Tensor[], priority: "high" | "normal"): Promise<Tensor[]> {
-    await this.slots.acquire(priority);
+    this.running++;
     try {
-      return await this.run(inputs);
+      await this.slots.acquire(priority);
+      try {
+        return await this.run(inputs);
+      } finally {
+        this.slots.release();
+      }
     } finally {
-      this.slots.release();
+      this.running--;
     }
   }
 
@@ -137,7 +148,9 @@ export class Batcher {
           this.slots.release();
           return;
         }
+        this.running++;
         void this.execute(batch).finally(() => {
+          this.running--;
           this.slots.release();
           this.schedule();
         });
@@ -186,5 +199,40 @@ export class Batcher {
       // one bad request must not fail its neighbours: run each alone and let each fail or succeed on its own
       for (const p of batch) await this.run(p.inputs).then(p.resolve, p.reject);
     }
+  }
+}
+
+/**
+ * Batchers by key (shard digest, requested outputs, batching settings), at most `max` of them: the keys come from
+ * what callers ask for, so the least recently used idle batchers are dropped once there are more.
+ */
+export class BatcherPool {
+  private readonly map = new Map<string, Batcher>();
+
+  constructor(readonly max: number) {}
+
+  /** The batcher for `key`, created with `create` when there is none. */
+  get(key: string, create: () => Batcher): Batcher {
+    let b = this.map.get(key);
+    if (b) {
+      // most recently used last
+      this.map.delete(key);
+      this.map.set(key, b);
+      return b;
+    }
+    b = create();
+    this.map.set(key, b);
+    if (this.map.size > this.max) {
+      for (const [k, old] of this.map) {
+        if (this.map.size <= this.max) break;
+        if (old !== b && old.idle) this.map.delete(k);
+      }
+    }
+    return b;
+  }
+
+  /** Batchers held now (more than `max` only while more than `max` are busy). */
+  get size(): number {
+    return this.map.size;
   }
 }

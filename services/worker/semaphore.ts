@@ -19,6 +19,32 @@ export class Semaphore {
     await new Promise<void>((r) => (priority === "high" ? this.high : this.normal).push(r));
   }
 
+  /**
+   * Like `acquire`, but gives up when `signal` aborts first. Resolves true when a slot was taken, false when not
+   * (then there is nothing to release).
+   */
+  async acquireUnless(signal: AbortSignal, priority: "high" | "normal" = "normal"): Promise<boolean> {
+    if (signal.aborted) return false;
+    if (this.free > 0 && (priority === "high" || this.high.length === 0)) {
+      this.free--;
+      return true;
+    }
+    const queue = priority === "high" ? this.high : this.normal;
+    return new Promise<boolean>((resolve) => {
+      const waiter = () => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(true);
+      };
+      const onAbort = () => {
+        const i = queue.indexOf(waiter);
+        if (i >= 0) queue.splice(i, 1);
+        resolve(false);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      queue.push(waiter);
+    });
+  }
+
   release(): void {
     const next = this.high.shift() ?? this.normal.shift();
     if (next) next();

@@ -168,6 +168,24 @@ t.test("poison published straight to NATS is dead-lettered at once, and can be d
   t.same((await send(`${gw.url}/v1/dead-letters`, "GET")).body.deadLetters, []);
 });
 
+t.test("a replayed job that fails again within the duplicate window is dead-lettered again, not dropped", async (t) => {
+  const stack = await startStack(t);
+  const gw = await stack.gateway();
+  await addModel(stack.infra, "m", BYTES);
+  await stack.worker();
+  const h = natsHeaders();
+  h.set(HEADERS.track, "1");
+  await stack.infra.js.publish(subjects.infer("m"), new TextEncoder().encode("{{{"), { msgID: "poison-2", headers: h });
+  const first = await waitFor("dead letter", async () => (await send(`${gw.url}/v1/dead-letters?model=m`, "GET")).body.deadLetters[0]);
+  t.match(first, { id: "poison-2", code: "BAD_REQUEST" });
+  // replayed at once, well inside DLQ's 2-minute duplicate window, and still poison
+  t.equal((await send(`${gw.url}/v1/dead-letters/poison-2/replay`, "POST")).status, 202);
+  const again = await waitFor("dead-lettered again", async () => (await send(`${gw.url}/v1/dead-letters?model=m`, "GET")).body.deadLetters.find((d: any) => d.id === "poison-2" && d.seq !== first.seq), 20_000);
+  t.match(again, { id: "poison-2", code: "BAD_REQUEST", attempts: 1 });
+  t.match((await send(`${gw.url}/v1/jobs/poison-2`, "GET")).body, { status: "failed", error: { code: "BAD_REQUEST" } });
+  t.equal((await stack.infra.jsm.streams.info(STREAMS.jobs)).state.messages, 0, "and it left JOBS");
+});
+
 t.test("a job that runs out of deliveries (its workers kept dying) is dead-lettered through the advisory", async (t) => {
   const stack = await startStack(t, { JETSHARD_MAX_DELIVER: "2", JETSHARD_MAX_ATTEMPTS: "1", JETSHARD_ACK_WAIT_MS: "500" });
   const gw = await stack.gateway();

@@ -115,7 +115,9 @@ t.test("a trial whose worker is SIGKILLed mid-evaluation is retried on another w
     strategy: "grid",
     objective: { metric: "score", direction: "maximize" },
     maxTrials: 1,
-    evaluator: { custom: "evaluators", behavior: "sleep", delayMs: 1500 },
+    // the first evaluation never ends by itself, so the kill always lands mid-evaluation: a fixed sleep raced the
+    // kill, and on a slow machine the victim sometimes finished before the test saw the trial running
+    evaluator: { custom: "evaluators", behavior: "hang-first" },
   });
   await waitFor("the trial running on the victim", async () => (await api.trials(body.id)).body.trials[0]?.status === "running", 30_000, 20);
   victim.kill("SIGKILL");

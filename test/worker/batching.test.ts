@@ -3,7 +3,7 @@ import * as ort from "onnxruntime-node";
 import { JetshardClient } from "#shared/client.js";
 import { ElemType, encodeModel, floatTensor, mlp, model, node, randomFloats, rng, valueInfo } from "#shared/onnx/builder.js";
 import { datatypeFromOrt, type Tensor, type TypedArray } from "#shared/tensor.js";
-import { Batcher } from "../../services/worker/batcher.js";
+import { Batcher, BatcherPool } from "../../services/worker/batcher.js";
 import { Semaphore } from "../../services/worker/semaphore.js";
 import { startStack, waitFor } from "../helpers/stack.js";
 
@@ -75,6 +75,32 @@ t.test("a lone request waits at most maxQueueDelayUs, and preferred sizes cut a 
   t0 = performance.now();
   await eager.submit([rows(1, 1)]);
   t.ok(performance.now() - t0 < 50, "with no delay a lone request runs at once");
+});
+
+t.test("the batcher pool is bounded: callers asking for ever new outputs evict idle batchers, never busy ones", async (t) => {
+  const pool = new BatcherPool(4);
+  const cfg = { maxBatchSize: 8, preferredBatchSizes: [], maxQueueDelayUs: 0 };
+  const slots = new Semaphore(1);
+  const echo = async (inputs: Tensor[]) => inputs;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const busy = pool.get("busy", () => new Batcher(cfg, slots, async (inputs) => (await gate, inputs)));
+  const pending = busy.submit([rows(1, 1)]);
+  t.notOk(busy.idle, "a batcher with a request running is not idle");
+  const made: Batcher[] = [];
+  for (let i = 0; i < 100; i++) {
+    const b = pool.get(`outputs-${i}`, () => new Batcher(cfg, slots, echo));
+    made.push(b);
+  }
+  t.ok(made.every((b) => b.idle), "fresh batchers are idle");
+  t.equal(pool.size, 4, "never more than max while there are idle ones to drop");
+  t.equal(pool.get("busy", () => new Batcher(cfg, slots, echo)), busy, "the busy one was kept");
+  t.equal(pool.get("outputs-99", () => new Batcher(cfg, slots, echo)), made[99], "the most recent ones are kept");
+  t.not(pool.get("outputs-0", () => new Batcher(cfg, slots, echo)), made[0], "the oldest idle one was dropped and is made anew");
+  release();
+  await pending;
+  await waitFor("the busy batcher idle again", () => busy.idle, 1_000, 1);
+  t.pass("idle again once its request finished");
 });
 
 t.test("through the stack: concurrent requests are batched, binary and JSON give identical outputs", async (t) => {

@@ -1,0 +1,181 @@
+/**
+ * The inference processor: runs one shard of a model on a job's tensors with ONNX Runtime (batched when the
+ * model allows), then either publishes the activations to the next shard or answers with the result.
+ */
+import * as ort from "onnxruntime-node";
+import type { JetshardConfig } from "#shared/config.js";
+import { parseJobSubject, writeEnvelope } from "#shared/envelope.js";
+import { JobError, toJobError } from "#shared/errors.js";
+import type { KvMirror } from "#shared/kv-mirror.js";
+import { pickVersion } from "#shared/model-repo.js";
+import type { Infra } from "#shared/nats.js";
+import { encodeResult } from "#shared/results.js";
+import { subjects } from "#shared/subjects.js";
+import { datatypeFromOrt, ortType, type Tensor, type TypedArray } from "#shared/tensor.js";
+import { validateInputs, validateOutputs } from "#shared/validate.js";
+import { encodeFrame, type ModelRecord, type ResultMeta, type ShardInfo, type StageMeta } from "#shared/wire.js";
+import { Batcher, BatcherPool } from "./batcher.js";
+import { formatOf, parseJob, parseStage, type Job } from "./job.js";
+import { transient, type Held, type Processor } from "./job-runtime.js";
+import type { Semaphore } from "./semaphore.js";
+import type { SessionCache } from "./session-cache.js";
+
+/** Batchers one worker keeps (keys include the outputs a caller asks for, so they are bounded). */
+export const MAX_BATCHERS = 256;
+
+export interface InferenceDeps {
+  infra: Infra;
+  config: JetshardConfig;
+  workerId: string;
+  models: KvMirror<ModelRecord>;
+  cache: SessionCache;
+  /** ONNX Runtime runs at once (a batch is one run). */
+  runSlots: Semaphore;
+}
+
+/** What a last shard produced. */
+export interface InferenceResult {
+  outputs: Tensor[];
+  version: number;
+  computeMs: number;
+}
+
+export interface InferenceProcessor extends Processor<Job, InferenceResult> {
+  /** Batchers held now. */
+  batchers(): number;
+}
+
+export function createInferenceProcessor({ infra, workerId, models, cache, runSlots }: InferenceDeps): InferenceProcessor {
+  const batchers = new BatcherPool(MAX_BATCHERS);
+
+  /** Runs one shard of a job; returns every output the shard produces (or the requested ones, on the last). */
+  async function runShard(job: Job, rec: ModelRecord, priority: "high" | "normal"): Promise<InferenceResult & { last: boolean }> {
+    const mv = pickVersion(rec, job.version);
+    const shard = mv.shards[job.stage];
+    if (!shard) throw new JobError("BAD_REQUEST", `model "${job.model}" version ${mv.version} has no shard ${job.stage}`);
+    const last = job.stage === mv.shards.length - 1;
+    if (job.stage === 0) {
+      validateInputs(job.model, mv.inputs, job.inputs);
+      validateOutputs(job.model, mv.outputs, job.outputs);
+    }
+    const byName = new Map(job.inputs.map((t) => [t.name, t]));
+    const names = last ? (job.outputs?.length ? job.outputs : mv.outputs.map((o) => o.name)) : shard.outputs.map((o) => o.name);
+    const inputs = shard.inputs.map((spec) => {
+      const t = byName.get(spec.name);
+      if (!t) throw new JobError("BAD_REQUEST", `shard ${job.stage} of "${job.model}" needs tensor "${spec.name}", which the message lacks`);
+      return t;
+    });
+    const run = (ins: Tensor[]) => runOnce(shard, ins, names);
+    const t0 = performance.now();
+    try {
+      const batching = mv.batching ?? { maxBatchSize: 1, preferredBatchSizes: [], maxQueueDelayUs: 0 };
+      let outputs: Tensor[];
+      if (batching.maxBatchSize > 1) {
+        const key = `${shard.digest}|${names.join(",")}|${batching.maxBatchSize}|${batching.maxQueueDelayUs}|${batching.preferredBatchSizes.join(",")}`;
+        outputs = await batchers.get(key, () => new Batcher(batching, runSlots, run)).submit(inputs, priority);
+      } else {
+        await runSlots.acquire(priority);
+        try {
+          outputs = await run(inputs);
+        } finally {
+          runSlots.release();
+        }
+      }
+      return { outputs, version: mv.version, computeMs: performance.now() - t0, last };
+    } catch (err) {
+      throw toJobError(err, "INFERENCE_FAILED");
+    }
+  }
+
+  /** One ORT run of a shard on ordered inputs; returns the named outputs. */
+  async function runOnce(shard: ShardInfo, inputs: Tensor[], names: string[]): Promise<Tensor[]> {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const t of inputs) feeds[t.name] = new ort.Tensor(ortType(t.datatype) as ort.Tensor.Type, t.data as never, t.shape);
+    const out = await cache.use(shard, (session) => session.run(feeds, names));
+    return names.map((name) => {
+      const t = out[name];
+      if (!t) throw new JobError("INFERENCE_FAILED", `model produced no output "${name}"`);
+      const datatype = datatypeFromOrt(t.type);
+      if (!datatype) throw new JobError("INFERENCE_FAILED", `output "${name}" has unsupported type ${t.type}`);
+      return { name, datatype, shape: t.dims.map(Number), data: t.data as TypedArray };
+    });
+  }
+
+  /** Publishes the activations for the next shard; big ones go through the claims object store. */
+  async function forward(job: Job, held: Held, version: number, outputs: Tensor[]): Promise<void> {
+    const next = job.stage + 1;
+    const meta: StageMeta = {
+      kind: "stage",
+      id: job.id,
+      model: job.model,
+      version,
+      stage: next,
+      format: job.format,
+      ...(job.requestId !== undefined ? { requestId: job.requestId } : {}),
+      ...(job.outputs ? { outputs: job.outputs } : {}),
+      ...(job.parameters ? { parameters: job.parameters } : {}),
+      ...(job.submittedAt ? { submittedAt: job.submittedAt } : {}),
+    };
+    let body = encodeFrame(meta, outputs);
+    const maxPayload = infra.nc.info?.max_payload ?? 1024 * 1024;
+    if (body.byteLength > maxPayload - 16 * 1024) {
+      const claim = `${job.id}.${next}`;
+      await infra.claims.putBlob({ name: claim, options: { max_chunk_size: Math.min(1024 * 1024, maxPayload - 16 * 1024) } }, body);
+      body = encodeFrame({ ...meta, claim }, []);
+    }
+    const { env } = held;
+    // dedup key derived from the incoming message's: a redelivered hop republishes the same id, a replay a new one
+    const headers = writeEnvelope({
+      msgId: `${env.msgId || job.id}>${next}`,
+      jobId: job.id,
+      reply: env.reply,
+      deadline: env.deadline,
+      track: env.track,
+      tenant: env.tenant,
+    });
+    await infra.js.publish(subjects.stage(job.model, next), body, { headers });
+  }
+
+  return {
+    name: "inference",
+    fallbackCode: "INFERENCE_FAILED",
+    batchers: () => batchers.size,
+
+    parse(held) {
+      const s = parseJobSubject(held.subject);
+      if (!s || s.kind === "nas") throw new JobError("BAD_REQUEST", `subject ${held.subject} is not an inference subject`);
+      return s.kind === "infer" ? parseJob(held, s.model) : parseStage(held, s.model, s.stage, infra);
+    },
+
+    async run(job, ctx) {
+      const rec = models.get(job.model);
+      if (!rec) throw new JobError("MODEL_NOT_FOUND", `model "${job.model}" is not in the repository`);
+      const r = await runShard(job, rec, ctx.priority);
+      if (!r.last) {
+        await transient(() => forward(job, ctx.held, r.version, r.outputs), "publishing to the next shard");
+        return { kind: "succeeded" };
+      }
+      return { kind: "succeeded", result: { outputs: r.outputs, version: r.version, computeMs: r.computeMs }, record: { version: r.version } };
+    },
+
+    async publish(final, held) {
+      const { env } = held;
+      const s = parseJobSubject(held.subject);
+      const model = final.job?.model ?? (s && s.kind !== "nas" ? s.model : "unknown");
+      const base = { kind: "result" as const, id: final.jobId, model, worker: workerId, attempt: held.attempt, requestId: final.job?.requestId };
+      const meta: ResultMeta = final.ok
+        ? { ...base, version: final.result.version, ok: true, computeMs: Math.round(final.result.computeMs * 1000) / 1000 }
+        : { ...base, version: final.job?.version, ok: false, error: final.error.toJSON() };
+      const body = encodeResult(final.job?.format ?? formatOf(held.data), meta, final.ok ? final.result.outputs : []);
+      if (env.reply) infra.nc.publish(env.reply, body);
+      // a sync caller waiting on its reply subject needs no stored copy: that saves a JetStream write per request
+      const replyOnly = env.reply && !env.track && env.replyOnly;
+      if (!replyOnly) await infra.js.publish(subjects.result(final.jobId), body, { msgID: `result-${env.msgId || final.jobId}` });
+    },
+
+    async settled(job) {
+      // the claims bucket's max age catches any we miss
+      if (job.claim) await infra.claims.delete(job.claim);
+    },
+  };
+}

@@ -1,0 +1,639 @@
+/**
+ * The worker's one job runtime: everything between JetStream and a processor, in the spirit of BullMQ's
+ * `new Worker(name, processor)`. It owns
+ * - sources: durable pull consumers, read with bounded concurrency (`concurrency` messages processed at once,
+ *   high-priority sources served first) either as a stream (a buffer kept full, for batching) or on demand (one
+ *   message pulled per free slot, so a pulled message starts at once);
+ * - the lease: `working()` for as long as a message is held, from the moment it is read until it is answered;
+ * - the lifecycle of every message: envelope, tracked job record (`running`), deadline, the processor, then one
+ *   decision (decide.ts: ack / nak with backoff / terminal failure) applied exactly once;
+ * - the terminal-failure path, shared with the max-deliveries advisory handler (`finishStored`): dead letter copy
+ *   first, then the processor's answer (reply, stored result), then the job record, then term.
+ * A processor only parses, runs and publishes its kind of answer (inference.ts, nas-runner.ts, advisories.ts).
+ */
+import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type Consumer, type ConsumerConfig, type ConsumerMessages, type JsMsg, type StoredMsg } from "@nats-io/jetstream";
+import type { MsgHdrs } from "@nats-io/transport-node";
+import { deadLetter } from "#shared/dlq.js";
+import { readEnvelope, jobIdOf, type Envelope, type Priority } from "#shared/envelope.js";
+import { JobError, toJobError, type ErrorCode } from "#shared/errors.js";
+import { TERMINAL, newJobRecord, updateJob, type JobRecord } from "#shared/jobs.js";
+import type { Logger } from "#shared/log.js";
+import type { Infra } from "#shared/nats.js";
+import { STREAMS } from "#shared/subjects.js";
+import { backoffMs, decide, exhaustedError, type Decision, type Outcome, type RetryPolicy } from "./decide.js";
+import { Semaphore } from "./semaphore.js";
+
+/** A job message this worker holds until it answers it exactly once. */
+export interface Held {
+  readonly subject: string;
+  readonly data: Uint8Array;
+  readonly headers?: MsgHdrs;
+  /** JOBS stream sequence. */
+  readonly seq: number;
+  /** Delivery number, 1-based. */
+  readonly attempt: number;
+  readonly env: Envelope;
+  ack(): Promise<void>;
+  nak(delayMs: number): Promise<void>;
+  term(): Promise<void>;
+  /** Extends the lease now (the runtime also does so on a timer). */
+  working(): void;
+}
+
+/** What every parsed job tells the runtime. */
+export interface JobRef {
+  id: string;
+  /** Model (or NAS experiment) the job belongs to, for its job record. */
+  model: string;
+  /** This message starts the job: a tracked job is marked running here (false on later pipeline hops). */
+  entry: boolean;
+  /** Epoch ms the job was accepted, for a job record created late. */
+  submittedAt?: number;
+}
+
+export interface RunContext {
+  held: Held;
+  /** Aborted when the runtime stops: long work may end early and return `released`. */
+  signal: AbortSignal;
+  priority: Priority;
+  /** A child logger for this job (created on first use). */
+  log(): Logger;
+}
+
+export type RunResult<R> =
+  /** Done: `result` is the answer to publish (none when the work was handed to a next stage). */
+  | { kind: "succeeded"; result?: R; record?: Partial<JobRecord> }
+  | { kind: "skipped" | "dropped" | "released"; reason: string };
+
+/** A job's final answer. */
+export type Final<J, R> = { ok: true; jobId: string; job: J; result: R } | { ok: false; jobId: string; job?: J; error: JobError };
+
+export interface Processor<J extends JobRef = JobRef, R = unknown> {
+  readonly name: string;
+  /** Error code for anything thrown that is not a JobError. Default INTERNAL. */
+  readonly fallbackCode?: ErrorCode;
+  /** Reads the job from the message. Throws JobError (a malformed message: not retryable). */
+  parse(held: Held): J | Promise<J>;
+  /** Does the work. Throws JobError; `retryable` decides whether it is tried again. */
+  run(job: J, ctx: RunContext): Promise<RunResult<R>>;
+  /**
+   * Makes the final answer durable (reply, stored result, trial event). `job` is absent when the message could
+   * not be parsed (or is answered by the advisory handler). Throws when the answer is not stored.
+   */
+  publish(final: Final<J, R>, held: Held): Promise<void>;
+  /** After the message left the queue (ack or term): clean up what the job left behind. */
+  settled?(job: J): Promise<void>;
+}
+
+export interface SourceSpec {
+  /** Unique within the runtime, e.g. "model:0:high". */
+  key: string;
+  /** Binds to the durable consumer, creating it when missing. Called at start and on every restart. */
+  open(): Promise<Consumer>;
+  priority?: Priority;
+  /**
+   * "stream": keep up to `buffer` messages coming (batching wants a full buffer); "on-demand": pull one message
+   * per free slot, so nothing waits in a buffer while other workers are idle (long jobs).
+   */
+  fetch: { mode: "stream"; buffer: number } | { mode: "on-demand" };
+  /** Pull expiry, ms. Default 5 s (stream) / 2 s (on demand). */
+  expiresMs?: number;
+  /**
+   * When its loop ends on its own (consumer deleted, server error): true re-opens it with backoff; false drops
+   * the source and calls `onSourceEnded`, so its owner stops advertising it and decides again.
+   */
+  restart: boolean;
+}
+
+/** What the lifecycle needs from its surroundings (shared by runtimes and the advisory handler). */
+export interface LifecycleDeps {
+  infra: Infra;
+  log: Logger;
+  workerId: string;
+  policy: RetryPolicy;
+}
+
+export interface JobRuntimeDeps extends LifecycleDeps {
+  name: string;
+  ackWaitMs: number;
+  /** Messages processed at once. */
+  concurrency: number;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  processor: Processor<any, any>;
+  /** A source with `restart: false` ended on its own and was dropped. */
+  onSourceEnded?: (key: string, err: unknown) => void;
+}
+
+export interface JobRuntime {
+  readonly name: string;
+  /** Starts consuming a source; throws when its consumer cannot be opened. A key already present is kept. */
+  add(spec: SourceSpec): Promise<void>;
+  /** Stops consuming a source; its messages in flight finish. */
+  remove(key: string): Promise<void>;
+  has(key: string): boolean;
+  keys(): string[];
+  /** Messages being processed now. */
+  busy(): number;
+  /** Jobs answered with a result, and terminal failures. */
+  readonly stats: { succeeded: number; failed: number };
+  /** Drains: stops fetching, hands back what has not started, aborts `signal`, waits for messages in flight. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Binds to a durable pull consumer, creating it with `config` when it does not exist (safe to race with other
+ * workers doing the same). An existing consumer is used as it is.
+ */
+export async function openConsumer(infra: Infra, stream: string, name: string, config: Partial<ConsumerConfig>): Promise<Consumer> {
+  try {
+    return await infra.js.consumers.get(stream, name);
+  } catch (err) {
+    if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound)) throw err;
+  }
+  try {
+    await infra.jsm.consumers.add(stream, { ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All, ...config, durable_name: name });
+  } catch (err) {
+    // another worker may have created it between our lookup and our add
+    return infra.js.consumers.get(stream, name).catch(() => Promise.reject(err));
+  }
+  return infra.js.consumers.get(stream, name);
+}
+
+/**
+ * The settings of a consumer of jobs: every delivery but the last runs the job; the last (`maxDeliver + 1`) only
+ * records that its deliveries ran out (the runtime fails it through the terminal path without running it).
+ */
+export function jobConsumerConfig(filter: string, opts: { ackWaitMs: number; maxDeliver: number }): Partial<ConsumerConfig> {
+  return { filter_subject: filter, ack_wait: opts.ackWaitMs * 1_000_000, max_deliver: opts.maxDeliver + 1, max_ack_pending: 10_000 };
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * A JsMsg as a Held message whose lease is extended every `keepAliveMs` until it is answered.
+ *
+ * `pullsOpenUntil` (epoch ms; 0 while the source is open) says until when a pull request this worker made for the
+ * message's consumer may still be open on the server after its source was closed: nats-server 2.9 keeps a pull
+ * request until it expires even when the client stopped listening, and a message nak'ed meanwhile may be
+ * redelivered into it, where nobody reads it until its ack wait ends. So a nak waits for those pulls to expire
+ * (keeping the lease meanwhile).
+ */
+export function holdMessage(m: JsMsg, keepAliveMs: number, pullsOpenUntil: () => number = () => 0): Held {
+  let answered = false;
+  const timer = setInterval(() => m.working(), keepAliveMs);
+  const answer = (fn: () => void) => {
+    if (answered) return Promise.resolve();
+    answered = true;
+    clearInterval(timer);
+    fn();
+    return Promise.resolve();
+  };
+  return {
+    subject: m.subject,
+    data: m.data,
+    headers: m.headers,
+    seq: m.seq,
+    attempt: m.info.deliveryCount,
+    env: readEnvelope(m.headers),
+    ack: () => answer(() => m.ack()),
+    nak: async (delayMs) => {
+      for (let wait = pullsOpenUntil() - Date.now(); wait > 0 && !answered; wait = pullsOpenUntil() - Date.now()) await sleep(Math.min(wait, 200));
+      return answer(() => (delayMs > 0 ? m.nak(delayMs) : m.nak()));
+    },
+    term: () => answer(() => m.term()),
+    working: () => {
+      if (!answered) m.working();
+    },
+  };
+}
+
+/**
+ * A JOBS message read back from the stream (its deliveries ran out) as a Held message: leaving the queue deletes
+ * it; it cannot be redelivered, so `nak` throws (whoever handles it retries later).
+ */
+export function holdStored(infra: Infra, sm: StoredMsg, deliveries: number): Held {
+  const remove = async () => {
+    // already gone (handled before) is fine
+    await infra.jsm.streams.deleteMessage(STREAMS.jobs, sm.seq).catch(async (err) => {
+      if (await infra.jsm.streams.getMessage(STREAMS.jobs, { seq: sm.seq })) throw err;
+    });
+  };
+  return {
+    subject: sm.subject,
+    data: sm.data,
+    headers: sm.header,
+    seq: sm.seq,
+    attempt: deliveries,
+    env: readEnvelope(sm.header),
+    ack: remove,
+    term: remove,
+    nak: async () => {
+      throw new JobError("NATS_UNAVAILABLE", `job message ${sm.seq} could not be answered; will retry`, { retryable: true });
+    },
+    working: () => undefined,
+  };
+}
+
+/** Runs a NATS operation, turning its failure into a retryable NATS_UNAVAILABLE (JobErrors pass through). */
+export async function transient<T>(fn: () => Promise<T>, what: string): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof JobError) throw err;
+    throw new JobError("NATS_UNAVAILABLE", `${what} failed: ${(err as Error).message}`, { retryable: true, cause: err });
+  }
+}
+
+/**
+ * Marks a tracked job running (attempts = this delivery). Returns false when it must not run: cancelled, or
+ * already finished by an earlier delivery.
+ */
+async function claimJob(infra: Infra, job: JobRef, attempt: number, workerId: string): Promise<boolean> {
+  let skip = false;
+  await updateJob(infra, job.id, (r) => {
+    skip = r !== null && TERMINAL.has(r.status);
+    if (skip) return null;
+    const base = r ?? newJobRecord(job.id, job.model, job.submittedAt);
+    return { ...base, status: "running", attempts: attempt, startedAt: Date.now(), worker: workerId };
+  });
+  return !skip;
+}
+
+/** Records a tracked job's terminal state unless it already has one (cancelled meanwhile, or a duplicate). */
+async function finishJob(infra: Infra, id: string, model: string, patch: Partial<JobRecord> & { status: JobRecord["status"] }, workerId: string): Promise<void> {
+  await updateJob(infra, id, (r) => {
+    if (r && TERMINAL.has(r.status)) return null;
+    const base = r ?? newJobRecord(id, model);
+    return { ...base, ...patch, attempts: Math.max(base.attempts, patch.attempts ?? 0), finishedAt: Date.now(), worker: workerId };
+  });
+}
+
+interface LifecycleOptions {
+  signal: AbortSignal;
+  priority: Priority;
+  stopping: () => boolean;
+  onResult?: (kind: "succeeded" | "failed") => void;
+}
+
+/** Takes one held message through its whole lifecycle; answers it exactly once. Never throws. */
+async function runLifecycle<J extends JobRef, R>(deps: LifecycleDeps, processor: Processor<J, R>, held: Held, opts: LifecycleOptions): Promise<void> {
+  const envId = jobIdOf(held.env, held.seq);
+  let child: Logger | undefined;
+  // most jobs log nothing, and a child logger per job costs
+  const jlog = () => (child ??= deps.log.child({ jobId: envId, subject: held.subject, attempt: held.attempt }));
+  let job: J | undefined;
+  let run: RunResult<R> | undefined;
+  let outcome: Outcome;
+  try {
+    if (held.attempt > deps.policy.maxDeliver) throw exhaustedError(envId, held.attempt - 1);
+    if (opts.stopping()) throw new Released("worker stopping before the job started");
+    if (held.env.problem) throw new JobError("BAD_REQUEST", held.env.problem);
+    job = await processor.parse(held);
+    const claimed = held.env.track && job.entry ? await transient(() => claimJob(deps.infra, job!, held.attempt, deps.workerId), "recording the job as running") : true;
+    if (!claimed) {
+      outcome = { kind: "skipped", reason: "job already finished or cancelled" };
+    } else {
+      if (held.env.deadline !== undefined && Date.now() > held.env.deadline) {
+        throw new JobError("DEADLINE_EXCEEDED", `job ${job.id} passed its deadline before it could run`);
+      }
+      run = await processor.run(job, { held, signal: opts.signal, priority: opts.priority, log: jlog });
+      outcome = run.kind === "succeeded" ? { kind: "succeeded" } : { kind: run.kind, reason: run.reason };
+    }
+  } catch (err) {
+    outcome = err instanceof Released ? { kind: "released", reason: err.message } : { kind: "failed", error: toJobError(err, processor.fallbackCode ?? "INTERNAL") };
+  }
+  try {
+    await settle(deps, processor, held, { outcome, job, run, envId, jlog, opts });
+  } catch (err) {
+    jlog().error({ err }, "answering a job message failed; it will be redelivered");
+    await held.nak(backoffMs(deps.policy, held.attempt)).catch(() => undefined);
+  }
+}
+
+class Released extends Error {}
+
+interface SettleInput<J, R> {
+  outcome: Outcome;
+  job?: J;
+  run?: RunResult<R>;
+  envId: string;
+  jlog: () => Logger;
+  opts: Pick<LifecycleOptions, "stopping" | "onResult">;
+}
+
+/** Decides and applies the decision: the only place a job message is answered. */
+async function settle<J extends JobRef, R>(deps: LifecycleDeps, processor: Processor<J, R>, held: Held, s: SettleInput<J, R>): Promise<void> {
+  const base = { attempt: held.attempt, policy: deps.policy, deadline: held.env.deadline, reply: Boolean(held.env.reply), track: held.env.track };
+  if (held.env.ignoredReply) s.jlog().warn({ reply: held.env.ignoredReply.slice(0, 200) }, "ignored a Jetshard-Reply outside _INBOX.; the result goes to RESULTS only");
+  const decision: Decision = decide({ ...base, outcome: s.outcome, stopping: s.opts.stopping(), now: Date.now() });
+  const unrecorded = async (step: "dead-letter" | "result" | "record", error: unknown) => {
+    const d = decide({ ...base, outcome: { kind: "unrecorded", step, error }, stopping: s.opts.stopping(), now: Date.now() });
+    s.jlog().warn({ err: error }, `${d.action === "nak" ? d.reason : `could not store the ${step}`}; the job will be redelivered`);
+    await held.nak(d.action === "nak" ? d.delayMs : backoffMs(deps.policy, held.attempt));
+  };
+  const left = async () => {
+    if (s.job && processor.settled) await processor.settled(s.job).catch((err) => s.jlog().warn({ err }, "cleanup after the job failed"));
+  };
+  switch (decision.action) {
+    case "complete": {
+      const job = s.job!;
+      const result = s.run?.kind === "succeeded" ? s.run.result : undefined;
+      if (result !== undefined) {
+        try {
+          await processor.publish({ ok: true, jobId: job.id, job, result }, held);
+        } catch (err) {
+          return unrecorded("result", err);
+        }
+        if (held.env.track) {
+          const record = s.run?.kind === "succeeded" ? s.run.record : undefined;
+          try {
+            await finishJob(deps.infra, job.id, job.model, { ...record, status: "succeeded" }, deps.workerId);
+          } catch (err) {
+            return unrecorded("record", err);
+          }
+        }
+        s.opts.onResult?.("succeeded");
+      }
+      await held.ack();
+      return left();
+    }
+    case "ack":
+      s.jlog().info(decision.reason);
+      await held.ack();
+      return left();
+    case "term":
+      s.jlog().info(decision.reason);
+      await held.term();
+      return left();
+    case "nak": {
+      const err = s.outcome.kind === "failed" ? s.outcome.error : undefined;
+      if (err) s.jlog().warn({ err }, decision.reason);
+      else s.jlog().info(decision.reason);
+      await held.nak(decision.delayMs);
+      return;
+    }
+    case "fail": {
+      const error = decision.error;
+      if (error.status >= 500) s.jlog().error({ err: error }, "job failed");
+      else s.jlog().info({ code: error.code, reason: error.message }, "job rejected");
+      const jobId = s.job?.id ?? s.envId;
+      if (decision.deadLetter) {
+        try {
+          // copy first: once answered, a work-queue stream deletes the job
+          await deadLetter(deps.infra, { jobId, subject: held.subject, data: held.data, headers: held.headers, error, attempts: held.attempt, seq: held.seq });
+        } catch (err) {
+          return unrecorded("dead-letter", err);
+        }
+      }
+      try {
+        await processor.publish({ ok: false, jobId, job: s.job, error }, held);
+      } catch (err) {
+        return unrecorded("result", err);
+      }
+      if (held.env.track) {
+        try {
+          await finishJob(deps.infra, jobId, s.job?.model ?? modelOf(held.subject), { status: "failed", error: error.toJSON(), attempts: held.attempt }, deps.workerId);
+        } catch (err) {
+          return unrecorded("record", err);
+        }
+      }
+      s.opts.onResult?.("failed");
+      await held.term();
+      return left();
+    }
+  }
+}
+
+function modelOf(subject: string): string {
+  return subject.split(".")[2] ?? "unknown";
+}
+
+/**
+ * Fails a job whose deliveries ran out (read back from JOBS) through the terminal-failure path of `processor`:
+ * dead letter, answer, job record, then deletes it from JOBS. Throws when any step could not be stored.
+ */
+export async function finishStored<J extends JobRef, R>(deps: LifecycleDeps, processor: Processor<J, R>, held: Held, error: JobError): Promise<void> {
+  let failure: unknown;
+  const log = deps.log.child({ jobId: jobIdOf(held.env, held.seq), subject: held.subject, attempt: held.attempt });
+  await settle(deps, processor, held, {
+    outcome: { kind: "failed", error },
+    envId: jobIdOf(held.env, held.seq),
+    jlog: () => log,
+    opts: { stopping: () => false },
+  }).catch((err) => (failure = err));
+  // a stored message cannot be nak'ed: settle's nak throws, which means a step failed
+  if (failure) throw failure;
+}
+
+/** Builds a job runtime. Nothing is consumed until `add`. */
+export function createJobRuntime(deps: JobRuntimeDeps): JobRuntime {
+  const log = deps.log.child({ runtime: deps.name });
+  const lifecycleDeps: LifecycleDeps = { ...deps, log };
+  const slots = new Semaphore(deps.concurrency);
+  const keepAliveMs = Math.max(100, Math.floor(deps.ackWaitMs / 3));
+  const abort = new AbortController();
+  const stats = { succeeded: 0, failed: 0 };
+  const inflight = new Set<Promise<void>>();
+  let active = 0;
+  let stopping = false;
+
+  interface Source {
+    spec: SourceSpec;
+    consumer: Consumer;
+    msgs: ConsumerMessages | null;
+    closed: boolean;
+    /** Aborted when the source is closed: wakes its loops waiting for a slot. */
+    closing: AbortController;
+    /** Its loops still running. */
+    loops: number;
+    /** Epoch ms until which a pull request of this closed source may still be open on the server. */
+    pullsOpenUntil: number;
+    /** Restarts in a row that did not get a message through. */
+    failures: number;
+  }
+  const sources = new Map<string, Source>();
+  const isOff = (src: Source) => src.closed || stopping;
+  /** Messages being handed back (their nak waits for our pulls to expire). */
+  const handingBack = new Set<Promise<void>>();
+  const expiresOf = (spec: SourceSpec) => spec.expiresMs ?? (spec.fetch.mode === "stream" ? 5_000 : 2_000);
+  const hold = (src: Source, m: JsMsg) => holdMessage(m, keepAliveMs, () => src.pullsOpenUntil);
+
+  /** Stops fetching from a source. */
+  async function close(src: Source): Promise<void> {
+    if (!src.closed) {
+      src.closed = true;
+      // until its loops have ended (and, for a stream, its last pull request expired): see holdMessage
+      src.pullsOpenUntil = Infinity;
+      src.closing.abort();
+      if (src.loops === 0) src.pullsOpenUntil = Date.now();
+    }
+    await src.msgs?.close().catch(() => undefined);
+  }
+
+  /** Runs one loop of a source, and marks when the pulls of a closed source are all over. */
+  function loop(src: Source, body: () => Promise<void>): void {
+    src.loops++;
+    body()
+      .catch((err) => log.error({ err, source: src.spec.key }, "consume loop failed"))
+      .finally(() => {
+        if (--src.loops === 0 && src.closed) {
+          // a consume iterator may have sent a pull just before it ended; a fetch's pull is over when it returns
+          src.pullsOpenUntil = Date.now() + (src.spec.fetch.mode === "stream" ? expiresOf(src.spec) + 100 : 0);
+        }
+      });
+  }
+
+  /** Hands a message that will not be processed here back to the queue, for another worker. */
+  function handBack(src: Source, m: JsMsg): void {
+    const p = hold(src, m)
+      .nak(0)
+      .finally(() => handingBack.delete(p));
+    handingBack.add(p);
+  }
+
+  /** Processes a held message in a slot already acquired; releases it when done. */
+  function dispatch(src: Source, held: Held): void {
+    active++;
+    const p = runLifecycle(lifecycleDeps, deps.processor, held, {
+      signal: abort.signal,
+      priority: src.spec.priority ?? "normal",
+      stopping: () => stopping,
+      onResult: (kind) => stats[kind]++,
+    }).finally(() => {
+      active--;
+      slots.release();
+      inflight.delete(p);
+    });
+    inflight.add(p);
+  }
+
+  async function streamLoop(src: Source): Promise<void> {
+    const { spec } = src;
+    const fetch = spec.fetch as { mode: "stream"; buffer: number };
+    for (;;) {
+      let ended: unknown = null;
+      try {
+        src.msgs ??= await src.consumer.consume({ max_messages: fetch.buffer, expires: spec.expiresMs ?? 5_000, abort_on_missing_resource: true });
+        if (isOff(src)) {
+          await src.msgs.close().catch(() => undefined);
+          return;
+        }
+        for await (const m of src.msgs) {
+          src.failures = 0;
+          if (isOff(src)) {
+            // pulled but not started: hand it back instead of letting it wait out the ack timeout
+            handBack(src, m);
+            continue;
+          }
+          const held = hold(src, m);
+          const got = await slots.acquireUnless(src.closing.signal, spec.priority ?? "normal");
+          if (!got || isOff(src)) {
+            if (got) slots.release();
+            const p = held.nak(0).finally(() => handingBack.delete(p));
+            handingBack.add(p);
+            continue;
+          }
+          dispatch(src, held);
+        }
+        ended = new Error("the consumer's message stream ended");
+      } catch (err) {
+        ended = err;
+      }
+      src.msgs = null;
+      if (isOff(src)) return;
+      if (!spec.restart) {
+        sources.delete(spec.key);
+        void close(src);
+        log.warn({ err: ended, source: spec.key }, "consume loop ended; dropping the source");
+        deps.onSourceEnded?.(spec.key, ended);
+        return;
+      }
+      src.failures++;
+      log.warn({ err: ended, source: spec.key }, "consume loop ended; restarting it");
+      await sleep(backoffMs({ baseMs: 500, capMs: 30_000 }, src.failures));
+      if (isOff(src)) return;
+      try {
+        src.consumer = await spec.open();
+      } catch (err) {
+        log.warn({ err, source: spec.key }, "could not reopen the consumer; retrying");
+      }
+    }
+  }
+
+  /** One on-demand puller: waits for a free slot, then pulls one message into it. */
+  async function pullLoop(src: Source): Promise<void> {
+    const { spec } = src;
+    while (!isOff(src)) {
+      if (!(await slots.acquireUnless(src.closing.signal, spec.priority ?? "normal"))) return;
+      if (isOff(src)) {
+        slots.release();
+        return;
+      }
+      let m: JsMsg | null;
+      try {
+        m = await src.consumer.next({ expires: spec.expiresMs ?? 2_000 });
+      } catch (err) {
+        slots.release();
+        if (isOff(src)) return;
+        src.failures++;
+        log.warn({ err, source: spec.key }, "pulling failed; retrying");
+        await sleep(backoffMs({ baseMs: 500, capMs: 30_000 }, src.failures));
+        // the consumer may have been deleted: bind again (creating it)
+        src.consumer = await spec.open().catch(() => src.consumer);
+        continue;
+      }
+      src.failures = 0;
+      if (!m) {
+        slots.release();
+        continue;
+      }
+      if (isOff(src)) {
+        slots.release();
+        handBack(src, m);
+        return;
+      }
+      dispatch(src, hold(src, m));
+    }
+  }
+
+  return {
+    name: deps.name,
+    stats,
+    busy: () => active,
+    has: (key) => sources.has(key),
+    keys: () => [...sources.keys()],
+    async add(spec) {
+      if (sources.has(spec.key) || stopping) return;
+      const consumer = await spec.open();
+      if (sources.has(spec.key) || stopping) return;
+      const src: Source = { spec, consumer, msgs: null, closed: false, closing: new AbortController(), loops: 0, pullsOpenUntil: 0, failures: 0 };
+      sources.set(spec.key, src);
+      if (spec.fetch.mode === "stream") {
+        // open the message stream before returning, so a caller that advertises the source is telling the truth
+        src.msgs = await consumer.consume({ max_messages: spec.fetch.buffer, expires: spec.expiresMs ?? 5_000, abort_on_missing_resource: true }).catch((err) => {
+          sources.delete(spec.key);
+          throw err;
+        });
+        loop(src, () => streamLoop(src));
+      } else {
+        for (let i = 0; i < deps.concurrency; i++) loop(src, () => pullLoop(src));
+      }
+    },
+    async remove(key) {
+      const src = sources.get(key);
+      if (!src) return;
+      sources.delete(key);
+      await close(src);
+    },
+    async stop() {
+      if (stopping) return;
+      stopping = true;
+      abort.abort();
+      const all = [...sources.values()];
+      sources.clear();
+      await Promise.all(all.map(close));
+      // what was running finishes or hands itself back; what had not started goes back once our pulls expired
+      while (inflight.size + handingBack.size > 0) await Promise.allSettled([...inflight, ...handingBack]);
+    },
+  };
+}
