@@ -103,18 +103,24 @@ export function createTrialProcessor({ infra, config, log: rootLog, workerId, de
     return m !== null;
   }
 
-  async function evaluate(ref: TrialRef, held: Held, ac: AbortController): Promise<EvalOutcome> {
-    const job = ref.trial;
+  /**
+   * The file of the trial's custom evaluator (undefined for built-in ones), resolved inside the operator's
+   * directory. Throws a terminal BAD_REQUEST for a name this worker has not registered: retrying cannot help.
+   */
+  async function evaluatorModule(job: TrialJob): Promise<string | undefined> {
     const evaluator = job.evaluator as unknown as EvaluatorSpec;
-    let modulePath: string | undefined;
     try {
       // a trial job may come from an older gateway or straight from NATS: only registered evaluators run
       if ("module" in evaluator) throw new EvaluatorUnavailable('evaluator.module is no longer supported: name an evaluator registered by the operator, {"custom": "<name>"}');
-      if (isCustomEvaluator(evaluator)) modulePath = await resolveCustomEvaluator(config.evaluatorsDir, evaluator.custom);
+      return isCustomEvaluator(evaluator) ? await resolveCustomEvaluator(config.evaluatorsDir, evaluator.custom) : undefined;
     } catch (err) {
       if (err instanceof EvaluatorUnavailable) throw new JobError("BAD_REQUEST", err.message, { cause: err });
       throw err;
     }
+  }
+
+  async function evaluate(ref: TrialRef, held: Held, ac: AbortController, modulePath: string | undefined): Promise<EvalOutcome> {
+    const job = ref.trial;
     const slot = idle.pop();
     if (!slot) throw new JobError("INTERNAL", "no free evaluator process", { retryable: true });
     const base = { experimentId: job.experimentId, trialId: job.trialId, worker: workerId, attempt: held.attempt, device: deviceName };
@@ -172,6 +178,7 @@ export function createTrialProcessor({ infra, config, log: rootLog, workerId, de
       });
       if (done) return { kind: "skipped", reason: "trial already has a result: not running it again" };
       if (ctx.signal.aborted) return { kind: "released", reason: "worker draining: handing the trial back" };
+      const modulePath = await evaluatorModule(job);
 
       const key = `${job.experimentId}.${job.trialId}`;
       const ac = new AbortController();
@@ -184,7 +191,7 @@ export function createTrialProcessor({ infra, config, log: rootLog, workerId, de
       try {
         await publishEvent({ kind: "start", experimentId: job.experimentId, trialId: job.trialId, worker: workerId, attempt: ctx.held.attempt, device: deviceName, at: Date.now() }, `nas-start-${job.experimentId}-${job.trialId}-${ctx.held.seq}-${ctx.held.attempt}`);
         ctx.log().debug("evaluating trial");
-        outcome = await evaluate(ref, ctx.held, ac);
+        outcome = await evaluate(ref, ctx.held, ac, modulePath);
       } catch (err) {
         outcome = { kind: "error", message: (err as Error).message, retryable: true };
       } finally {

@@ -238,7 +238,7 @@ t.test("API keys over HTTP: an admin creates one that works at once, lists them 
   t.equal((await as(gw.url, made.body.key)("GET", "/v1/models")).status, 200, "works at once");
   const list = await admin("GET", "/v1/keys");
   t.equal(list.body.keys.length, 2);
-  t.notOk(JSON.stringify(list.body).includes("hash") || JSON.stringify(list.body).includes(made.body.key.split("_")[2]), "no secrets or hashes listed");
+  t.notOk(JSON.stringify(list.body).includes("hash") || JSON.stringify(list.body).includes(made.body.key.slice("jsk_0123456789abcdef_".length)), "no secrets or hashes listed");
   t.equal((await admin("DELETE", `/v1/keys/${made.body.id}`)).status, 200);
   t.equal((await as(gw.url, made.body.key)("GET", "/v1/models")).status, 401, "revoked at once");
 });
