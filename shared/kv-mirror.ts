@@ -107,7 +107,14 @@ export class KvMirror<T> {
   }
 
   private emit(key: string, value: T | undefined): void {
-    for (const l of this.listeners) l(key, value);
+    for (const l of this.listeners) {
+      try {
+        l(key, value);
+      } catch (err) {
+        // one bad listener must not stop the watch (or the others)
+        this.log?.error({ err, key }, "a KV mirror listener failed");
+      }
+    }
   }
 
   /**

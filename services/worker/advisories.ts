@@ -37,7 +37,6 @@ export interface AdvisoryDeps {
   workerId: string;
   policy: RetryPolicy;
   /** The processor whose terminal path answers a job on `subject` (inference or NAS trial). */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   processorFor: (subject: string) => Processor<any, any>;
 }
 

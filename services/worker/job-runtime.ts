@@ -118,7 +118,6 @@ export interface JobRuntimeDeps extends LifecycleDeps {
   ackWaitMs: number;
   /** Messages processed at once. */
   concurrency: number;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   processor: Processor<any, any>;
   /** A source with `restart: false` ended on its own and was dropped. */
   onSourceEnded?: (key: string, err: unknown) => void;
@@ -234,12 +233,15 @@ export function holdStored(infra: Infra, sm: StoredMsg, deliveries: number): Hel
   };
 }
 
-/** Runs a NATS operation, turning its failure into a retryable NATS_UNAVAILABLE (JobErrors pass through). */
+/**
+ * Runs a NATS operation, turning its failure into a retryable NATS_UNAVAILABLE, which does not spend the job's
+ * attempts. JobErrors pass through, except CONFLICT (too many concurrent writes: contention, not the job's fault).
+ */
 export async function transient<T>(fn: () => Promise<T>, what: string): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    if (err instanceof JobError) throw err;
+    if (err instanceof JobError && err.code !== "CONFLICT") throw err;
     throw new JobError("NATS_UNAVAILABLE", `${what} failed: ${(err as Error).message}`, { retryable: true, cause: err });
   }
 }
