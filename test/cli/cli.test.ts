@@ -1,24 +1,11 @@
 import t from "tap";
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
-import { promisify } from "node:util";
 import { encodeModel, mlp } from "#shared/onnx/builder.js";
+import { BIN, cli } from "../helpers/cli.js";
 import { ROOT, startStack } from "../helpers/stack.js";
-
-const run = promisify(execFile);
-const BIN = path.join(ROOT, "bin/jetshard.js");
-
-async function cli(env: Record<string, string>, ...args: string[]) {
-  try {
-    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, cwd: ROOT });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {

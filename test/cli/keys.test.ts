@@ -1,21 +1,6 @@
 import t from "tap";
-import { execFile } from "node:child_process";
-import path from "node:path";
-import { promisify } from "node:util";
-import { ROOT, startStack, waitFor } from "../helpers/stack.js";
-
-const run = promisify(execFile);
-const BIN = path.join(ROOT, "bin/jetshard.js");
-
-async function cli(env: Record<string, string>, ...args: string[]) {
-  try {
-    const r = await run(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, cwd: ROOT });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+import { cli } from "../helpers/cli.js";
+import { startStack, waitFor } from "../helpers/stack.js";
 
 t.test("jetshard keys creates a key shown once, lists it without its secret, and revokes it", async (t) => {
   const stack = await startStack(t, { JETSHARD_AUTH: "keys" });
