@@ -1,4 +1,4 @@
-import t from "tap";
+import t, { type Test } from "tap";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { encodeModel, mlp } from "#shared/onnx/builder.js";
 import { addModel } from "#shared/model-repo.js";
@@ -153,14 +153,20 @@ t.test("a failing job is dead-lettered after maxAttempts with its reason, and re
   t.equal((await send(`${gw.url}/v1/dead-letters/nope/replay`, "POST")).status, 404);
 });
 
-t.test("poison published straight to NATS is dead-lettered at once, and can be deleted from DLQ", async (t) => {
+/** A stack with model "m" and a worker, and a tracked job `id` published straight to NATS whose body is no job at all. */
+async function poisonStack(t: Test, id: string) {
   const stack = await startStack(t);
   const gw = await stack.gateway();
   await addModel(stack.infra, "m", BYTES);
   await stack.worker();
   const h = natsHeaders();
   h.set(HEADERS.track, "1");
-  await stack.infra.js.publish(subjects.infer("m"), new TextEncoder().encode("{{{"), { msgID: "poison-1", headers: h });
+  await stack.infra.js.publish(subjects.infer("m"), new TextEncoder().encode("{{{"), { msgID: id, headers: h });
+  return { stack, gw };
+}
+
+t.test("poison published straight to NATS is dead-lettered at once, and can be deleted from DLQ", async (t) => {
+  const { gw } = await poisonStack(t, "poison-1");
   const dl = await waitFor("dead letter", async () => (await send(`${gw.url}/v1/dead-letters?model=m`, "GET")).body.deadLetters[0]);
   t.match(dl, { id: "poison-1", code: "BAD_REQUEST", attempts: 1, error: /neither a jetshard frame nor JSON/ });
   t.match((await send(`${gw.url}/v1/jobs/poison-1`, "GET")).body, { status: "failed", error: { code: "BAD_REQUEST" } });
@@ -169,13 +175,7 @@ t.test("poison published straight to NATS is dead-lettered at once, and can be d
 });
 
 t.test("a replayed job that fails again within the duplicate window is dead-lettered again, not dropped", async (t) => {
-  const stack = await startStack(t);
-  const gw = await stack.gateway();
-  await addModel(stack.infra, "m", BYTES);
-  await stack.worker();
-  const h = natsHeaders();
-  h.set(HEADERS.track, "1");
-  await stack.infra.js.publish(subjects.infer("m"), new TextEncoder().encode("{{{"), { msgID: "poison-2", headers: h });
+  const { stack, gw } = await poisonStack(t, "poison-2");
   const first = await waitFor("dead letter", async () => (await send(`${gw.url}/v1/dead-letters?model=m`, "GET")).body.deadLetters[0]);
   t.match(first, { id: "poison-2", code: "BAD_REQUEST" });
   // replayed at once, well inside DLQ's 2-minute duplicate window, and still poison
