@@ -7,7 +7,7 @@
  *   console.log(res.outputs[0].data);
  */
 import { createInbox, nuid, type NatsConnection, type Subscription } from "@nats-io/transport-node";
-import { JetStreamApiError, jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
+import { JetStreamApiError, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { JS_API_CODES, JobError, fromNatsError } from "./errors.js";
 import { decodeResult, throwIfFailed } from "./results.js";
 import { STREAMS, subjects } from "./subjects.js";
@@ -82,6 +82,7 @@ export class JetshardClient {
   private sub: Subscription | null = null;
   private readonly ownsConnection: boolean;
   private infraP: Promise<Infra> | null;
+  private jsmP: Promise<JetStreamManager> | null = null;
 
   /**
    * `inboxPrefix`: where results come back (a NATS user restricted to its own inboxes may subscribe only there);
@@ -177,7 +178,6 @@ export class JetshardClient {
       if (existing) return { id, record: existing.record, replayed: true };
     }
     const queuedAt = Date.now();
-    const seq = await this.publishJob(model, inputs, { ...opts, jobId: id, tenant }, undefined, true);
     const record: JobRecord = {
       id,
       model,
@@ -189,9 +189,21 @@ export class JetshardClient {
       ...(opts.timeoutMs ? { deadline: queuedAt + opts.timeoutMs } : {}),
       ...(opts.requestId !== undefined ? { requestId: opts.requestId } : {}),
       tenant,
-      seq,
     };
-    if ((await createJob(infra, record)) === null) {
+    // the record and the message are written at once, not one after the other (one round trip, not two): a worker
+    // that reads the job before its record exists creates it from the message (see the job runtime's claim), and
+    // whichever create comes second sees the first one's record
+    const [published, created] = await Promise.allSettled([
+      this.publishJob(model, inputs, { ...opts, jobId: id, tenant }, undefined, true),
+      createJob(infra, record),
+    ]);
+    if (published.status === "rejected") {
+      // not queued: a record left behind would say "queued" for ever
+      if (created.status === "fulfilled" && created.value !== null) await infra.jobs.delete(id).catch(() => undefined);
+      throw published.reason;
+    }
+    if (created.status === "rejected") throw created.reason;
+    if (created.value === null) {
       // a worker already claimed it (or a concurrent resubmission won): report what is stored
       const stored = await getJob(infra, id);
       return { id, record: stored?.record ?? record, replayed: Boolean(opts.idempotencyKey) && stored?.record.queuedAt !== queuedAt };
@@ -206,7 +218,12 @@ export class JetshardClient {
 
   /** The stored result of a job, or null when there is none (yet). */
   async result(id: string): Promise<InferResult | null> {
-    const jsm = await jetstreamManager(this.nc);
+    // one manager for the client: creating one per call costs a round trip (its account check)
+    this.jsmP ??= jetstreamManager(this.nc).catch((err) => {
+      this.jsmP = null;
+      throw err;
+    });
+    const jsm = await this.jsmP;
     const msg = await jsm.streams.getMessage(STREAMS.results, { last_by_subj: subjects.result(id) }).catch(() => null);
     return msg ? resultFromMessage(msg.data) : null;
   }

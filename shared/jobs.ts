@@ -33,7 +33,7 @@ export const JobRecordSchema = z.object({
   requestId: z.string().optional(),
   /** The tenant that submitted it; only that tenant (or an admin) sees it. Absent for jobs published straight to NATS. */
   tenant: z.string().optional(),
-  /** JOBS stream sequence, to delete a queued job on cancel. */
+  /** JOBS stream sequence, to delete a queued job on cancel (records written before submit and publish ran at once). */
   seq: z.number().int().optional(),
 });
 export type JobRecord = z.infer<typeof JobRecordSchema>;
@@ -91,6 +91,21 @@ export async function updateJob(infra: Infra, id: string, change: (r: JobRecord 
     }
   }
   throw new JobError("CONFLICT", `job ${id}: too many concurrent updates`, { retryable: true });
+}
+
+/**
+ * Writes `next` as the revision after `expected` (0: the key must not exist) in one request: a blind
+ * compare-and-set, no read first. Returns the new revision, or null when someone else wrote in between (a
+ * wrong-last-sequence, JetStream API code 10071); anything else (NATS down, a timeout) throws.
+ */
+export async function casJob(infra: Infra, next: JobRecord, expected: number): Promise<number | null> {
+  try {
+    return expected === 0 ? await infra.jobs.create(next.id, JSON.stringify(next)) : await infra.jobs.update(next.id, JSON.stringify(next), expected);
+  } catch (err) {
+    const mapped = fromNatsError(err);
+    if (mapped?.code === "CONFLICT") return null;
+    throw mapped ?? err;
+  }
 }
 
 /**
@@ -156,8 +171,9 @@ export function parseDurationMs(v: unknown, field: string): number | undefined {
 }
 
 /**
- * Cancels a job: a queued one is removed from the queue and never runs; a running one finishes but its result is
- * discarded. Throws JOB_NOT_FOUND (404) or CONFLICT (409, already terminal). Returns the state it had.
+ * Cancels a job: a queued one never runs (the worker that takes its message reads the record first and drops it;
+ * an old record with its JOBS sequence is also deleted from the queue); a running one finishes but its result is
+ * discarded (its terminal write is a compare-and-set, which loses to the cancel). Throws JOB_NOT_FOUND (404) or CONFLICT (409, already terminal). Returns the state it had.
  */
 export async function cancelJob(infra: Infra, id: string): Promise<JobStatus> {
   let before: JobRecord | null = null;
