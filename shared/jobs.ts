@@ -4,6 +4,7 @@
  * job runs twice (a redelivery racing a slow worker) or is cancelled while running.
  */
 import { createHash } from "node:crypto";
+import { KvWatchInclude } from "@nats-io/kv";
 import { z } from "zod";
 import { JobError, fromNatsError, preview } from "./errors.js";
 import type { Infra } from "./nats.js";
@@ -136,24 +137,92 @@ export async function listJobs(infra: Infra, opts: { status?: JobStatus; model?:
   return out.slice(0, opts.limit ?? 100);
 }
 
+/**
+ * One watch on the whole `jobs` bucket per connection, shared by every waiting request: a watch per waiter
+ * creates and deletes a consumer per job (two JetStream API calls and server work on every `?wait=`), which cost
+ * more than the job itself for short ones.
+ */
+class JobWatch {
+  private readonly waiters = new Map<string, Set<(r: JobRecord | null) => void>>();
+  private started: Promise<void> | null = null;
+
+  constructor(private readonly infra: Infra) {}
+
+  /** Starts the watch (once); resolves when updates from now on will be seen. */
+  ready(): Promise<void> {
+    this.started ??= this.infra.jobs.watch({ key: ">", include: KvWatchInclude.UpdatesOnly }).then(
+      (iter) => {
+        void (async () => {
+          try {
+            for await (const e of iter) {
+              const set = this.waiters.get(e.key);
+              if (!set || e.operation !== "PUT" || e.value.length === 0) continue;
+              const parsed = JobRecordSchema.safeParse(e.json());
+              if (parsed.success) for (const fn of [...set]) fn(parsed.data);
+            }
+          } catch {
+            // ended with an error: handled below like an end
+          }
+          // the watch ended (connection closed, consumer lost): the next waiter starts a new one, and those
+          // waiting now read their record again, so an update made meanwhile is not missed
+          this.started = null;
+          for (const set of this.waiters.values()) for (const fn of [...set]) fn(null);
+        })();
+      },
+      (err) => {
+        this.started = null;
+        throw err;
+      },
+    );
+    return this.started;
+  }
+
+  /** Calls `fn` on every change of `id` (with null when the watch restarted) until the returned stop is called. */
+  on(id: string, fn: (r: JobRecord | null) => void): () => void {
+    let set = this.waiters.get(id);
+    if (!set) this.waiters.set(id, (set = new Set()));
+    set.add(fn);
+    return () => {
+      set.delete(fn);
+      if (set.size === 0 && this.waiters.get(id) === set) this.waiters.delete(id);
+    };
+  }
+}
+
+const watches = new WeakMap<Infra, JobWatch>();
+
 /** Waits until the job is terminal or `timeoutMs` passes; returns the latest record. */
 export async function waitJob(infra: Infra, id: string, timeoutMs: number): Promise<JobRecord | null> {
   const first = await getJob(infra, id);
   if (!first || TERMINAL.has(first.record.status) || timeoutMs <= 0) return first?.record ?? null;
-  const iter = await infra.jobs.watch({ key: id });
-  const timer = setTimeout(() => iter.stop(), timeoutMs);
+  let watch = watches.get(infra);
+  if (!watch) watches.set(infra, (watch = new JobWatch(infra)));
+  const until = Date.now() + timeoutMs;
   let last: JobRecord = first.record;
-  try {
-    for await (const e of iter) {
-      if (e.operation !== "PUT" || e.value.length === 0) continue;
-      last = JobRecordSchema.parse(e.json());
-      if (TERMINAL.has(last.status)) break;
+  for (;;) {
+    await watch.ready();
+    let done!: (how: "terminal" | "restart" | "timeout") => void;
+    const ended = new Promise<"terminal" | "restart" | "timeout">((resolve) => (done = resolve));
+    let seen = false;
+    const off = watch.on(id, (r) => {
+      if (r === null) return done("restart");
+      seen = true;
+      last = r;
+      if (TERMINAL.has(r.status)) done("terminal");
+    });
+    const timer = setTimeout(() => done("timeout"), Math.max(0, until - Date.now()));
+    try {
+      // read after listening: a change made between the first read and the watch is not missed
+      const now = await getJob(infra, id);
+      if (!now) return last;
+      if (TERMINAL.has(now.record.status)) return now.record;
+      if (!seen) last = now.record;
+      if ((await ended) !== "restart") return last;
+    } finally {
+      clearTimeout(timer);
+      off();
     }
-  } finally {
-    clearTimeout(timer);
-    iter.stop();
   }
-  return last;
 }
 
 /** Parses a timeout given as ms (number) or a duration string: "500ms", "10s", "2m". Throws a 400 naming `field`. */
