@@ -193,12 +193,11 @@ const watches = new WeakMap<Infra, JobWatch>();
 
 /** Waits until the job is terminal or `timeoutMs` passes; returns the latest record. */
 export async function waitJob(infra: Infra, id: string, timeoutMs: number): Promise<JobRecord | null> {
-  const first = await getJob(infra, id);
-  if (!first || TERMINAL.has(first.record.status) || timeoutMs <= 0) return first?.record ?? null;
+  if (timeoutMs <= 0) return (await getJob(infra, id))?.record ?? null;
   let watch = watches.get(infra);
   if (!watch) watches.set(infra, (watch = new JobWatch(infra)));
   const until = Date.now() + timeoutMs;
-  let last: JobRecord = first.record;
+  let last: JobRecord | null = null;
   for (;;) {
     await watch.ready();
     let done!: (how: "terminal" | "restart" | "timeout") => void;
