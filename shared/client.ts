@@ -83,6 +83,8 @@ export class JetshardClient {
   private readonly ownsConnection: boolean;
   private infraP: Promise<Infra> | null;
   private jsmP: Promise<JetStreamManager> | null = null;
+  /** Between a disconnect and the reconnect: sync calls fail at once rather than wait for a reply that cannot come. */
+  private disconnected = false;
 
   /**
    * `inboxPrefix`: where results come back (a NATS user restricted to its own inboxes may subscribe only there);
@@ -96,6 +98,30 @@ export class JetshardClient {
     this.inbox = createInbox(opts.inboxPrefix ?? connPrefix);
     this.ownsConnection = opts.ownsConnection ?? false;
     this.infraP = opts.infra ? Promise.resolve(opts.infra) : null;
+    void this.failPendingOnDisconnect();
+  }
+
+  /**
+   * A sync caller whose connection to NATS dropped will not get its reply (core NATS does not queue for a
+   * disconnected subscriber, and the reply subject is gone), so it fails at once with NATS_UNAVAILABLE (503)
+   * instead of waiting out its timeout. The job itself may still run; its result is then dropped.
+   */
+  private async failPendingOnDisconnect(): Promise<void> {
+    try {
+      for await (const s of this.nc.status()) {
+        if (s.type === "reconnect") this.disconnected = false;
+        if (s.type !== "disconnect") continue;
+        this.disconnected = true;
+        const lost = [...this.pending];
+        this.pending.clear();
+        for (const [id, p] of lost) {
+          clearTimeout(p.timer);
+          p.reject(new JobError("NATS_UNAVAILABLE", `the connection to NATS dropped while job ${id} was running; its result is lost`, { retryable: true }));
+        }
+      }
+    } catch {
+      // the status iterator ends with the connection
+    }
   }
 
   private infra(): Promise<Infra> {
@@ -138,6 +164,7 @@ export class JetshardClient {
    * Throws the job's JobError, or JobError TIMEOUT after `timeoutMs`.
    */
   async infer(model: string, inputs: Tensor[], opts: InferOptions = {}): Promise<InferResult> {
+    if (this.disconnected) throw new JobError("NATS_UNAVAILABLE", `not connected to NATS; job for model "${model}" not sent`, { retryable: true });
     this.ensureSubscribed();
     const timeoutMs = opts.timeoutMs ?? 30_000;
     const id = opts.jobId ?? nuid.next();
