@@ -47,9 +47,9 @@ t.test("SIGKILL of the worker holding a job: the job is redelivered and still su
   const client = new JetshardClient(stack.infra.nc);
   t.teardown(() => client.close());
 
-  const rows = 256;
+  const rows = 64;
   const data = Float32Array.from({ length: rows * 1024 }, (_, i) => Math.cos(i));
-  const pending = client.infer("slow", [{ name: "input", datatype: "FP32", shape: [rows, 1024], data }], { timeoutMs: 60_000 });
+  const pending = client.infer("slow", [{ name: "input", datatype: "FP32", shape: [rows, 1024], data }], { timeoutMs: 120_000 });
   // wait until the victim reports the job in flight, then kill it mid-run
   await waitFor("job in flight on the victim", async () => {
     const e = await stack.infra.workers.get(`${(await workerIds(stack))[0]}`);
