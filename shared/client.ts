@@ -7,7 +7,7 @@
  *   console.log(res.outputs[0].data);
  */
 import { createInbox, nuid, type NatsConnection, type Subscription } from "@nats-io/transport-node";
-import { JetStreamApiError, jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
+import { JetStreamApiError, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { JS_API_CODES, JobError, fromNatsError } from "./errors.js";
 import { decodeResult, throwIfFailed } from "./results.js";
 import { STREAMS, subjects } from "./subjects.js";
@@ -82,6 +82,9 @@ export class JetshardClient {
   private sub: Subscription | null = null;
   private readonly ownsConnection: boolean;
   private infraP: Promise<Infra> | null;
+  private jsmP: Promise<JetStreamManager> | null = null;
+  /** Between a disconnect and the reconnect: sync calls fail at once rather than wait for a reply that cannot come. */
+  private disconnected = false;
 
   /**
    * `inboxPrefix`: where results come back (a NATS user restricted to its own inboxes may subscribe only there);
@@ -95,6 +98,30 @@ export class JetshardClient {
     this.inbox = createInbox(opts.inboxPrefix ?? connPrefix);
     this.ownsConnection = opts.ownsConnection ?? false;
     this.infraP = opts.infra ? Promise.resolve(opts.infra) : null;
+    void this.failPendingOnDisconnect();
+  }
+
+  /**
+   * A sync caller whose connection to NATS dropped will not get its reply (core NATS does not queue for a
+   * disconnected subscriber, and the reply subject is gone), so it fails at once with NATS_UNAVAILABLE (503)
+   * instead of waiting out its timeout. The job itself may still run; its result is then dropped.
+   */
+  private async failPendingOnDisconnect(): Promise<void> {
+    try {
+      for await (const s of this.nc.status()) {
+        if (s.type === "reconnect") this.disconnected = false;
+        if (s.type !== "disconnect") continue;
+        this.disconnected = true;
+        const lost = [...this.pending];
+        this.pending.clear();
+        for (const [id, p] of lost) {
+          clearTimeout(p.timer);
+          p.reject(new JobError("NATS_UNAVAILABLE", `the connection to NATS dropped while job ${id} was running; its result is lost`, { retryable: true }));
+        }
+      }
+    } catch {
+      // the status iterator ends with the connection
+    }
   }
 
   private infra(): Promise<Infra> {
@@ -137,6 +164,7 @@ export class JetshardClient {
    * Throws the job's JobError, or JobError TIMEOUT after `timeoutMs`.
    */
   async infer(model: string, inputs: Tensor[], opts: InferOptions = {}): Promise<InferResult> {
+    if (this.disconnected) throw new JobError("NATS_UNAVAILABLE", `not connected to NATS; job for model "${model}" not sent`, { retryable: true });
     this.ensureSubscribed();
     const timeoutMs = opts.timeoutMs ?? 30_000;
     const id = opts.jobId ?? nuid.next();
@@ -177,7 +205,6 @@ export class JetshardClient {
       if (existing) return { id, record: existing.record, replayed: true };
     }
     const queuedAt = Date.now();
-    const seq = await this.publishJob(model, inputs, { ...opts, jobId: id, tenant }, undefined, true);
     const record: JobRecord = {
       id,
       model,
@@ -189,9 +216,21 @@ export class JetshardClient {
       ...(opts.timeoutMs ? { deadline: queuedAt + opts.timeoutMs } : {}),
       ...(opts.requestId !== undefined ? { requestId: opts.requestId } : {}),
       tenant,
-      seq,
     };
-    if ((await createJob(infra, record)) === null) {
+    // the record and the message are written at once, not one after the other (one round trip, not two): a worker
+    // that reads the job before its record exists creates it from the message (see the job runtime's claim), and
+    // whichever create comes second sees the first one's record
+    const [published, created] = await Promise.allSettled([
+      this.publishJob(model, inputs, { ...opts, jobId: id, tenant }, undefined, true),
+      createJob(infra, record),
+    ]);
+    if (published.status === "rejected") {
+      // not queued: a record left behind would say "queued" for ever
+      if (created.status === "fulfilled" && created.value !== null) await infra.jobs.delete(id).catch(() => undefined);
+      throw published.reason;
+    }
+    if (created.status === "rejected") throw created.reason;
+    if (created.value === null) {
       // a worker already claimed it (or a concurrent resubmission won): report what is stored
       const stored = await getJob(infra, id);
       return { id, record: stored?.record ?? record, replayed: Boolean(opts.idempotencyKey) && stored?.record.queuedAt !== queuedAt };
@@ -206,7 +245,12 @@ export class JetshardClient {
 
   /** The stored result of a job, or null when there is none (yet). */
   async result(id: string): Promise<InferResult | null> {
-    const jsm = await jetstreamManager(this.nc);
+    // one manager for the client: creating one per call costs a round trip (its account check)
+    this.jsmP ??= jetstreamManager(this.nc).catch((err) => {
+      this.jsmP = null;
+      throw err;
+    });
+    const jsm = await this.jsmP;
     const msg = await jsm.streams.getMessage(STREAMS.results, { last_by_subj: subjects.result(id) }).catch(() => null);
     return msg ? resultFromMessage(msg.data) : null;
   }

@@ -4,6 +4,7 @@
  * job runs twice (a redelivery racing a slow worker) or is cancelled while running.
  */
 import { createHash } from "node:crypto";
+import { KvWatchInclude } from "@nats-io/kv";
 import { z } from "zod";
 import { JobError, fromNatsError, preview } from "./errors.js";
 import { kvKeys, mapLimit, type Infra } from "./nats.js";
@@ -33,7 +34,7 @@ export const JobRecordSchema = z.object({
   requestId: z.string().optional(),
   /** The tenant that submitted it; only that tenant (or an admin) sees it. Absent for jobs published straight to NATS. */
   tenant: z.string().optional(),
-  /** JOBS stream sequence, to delete a queued job on cancel. */
+  /** JOBS stream sequence, to delete a queued job on cancel (records written before submit and publish ran at once). */
   seq: z.number().int().optional(),
 });
 export type JobRecord = z.infer<typeof JobRecordSchema>;
@@ -93,6 +94,21 @@ export async function updateJob(infra: Infra, id: string, change: (r: JobRecord 
   throw new JobError("CONFLICT", `job ${id}: too many concurrent updates`, { retryable: true });
 }
 
+/**
+ * Writes `next` as the revision after `expected` (0: the key must not exist) in one request: a blind
+ * compare-and-set, no read first. Returns the new revision, or null when someone else wrote in between (a
+ * wrong-last-sequence, JetStream API code 10071); anything else (NATS down, a timeout) throws.
+ */
+export async function casJob(infra: Infra, next: JobRecord, expected: number): Promise<number | null> {
+  try {
+    return expected === 0 ? await infra.jobs.create(next.id, JSON.stringify(next)) : await infra.jobs.update(next.id, JSON.stringify(next), expected);
+  } catch (err) {
+    const mapped = fromNatsError(err);
+    if (mapped?.code === "CONFLICT") return null;
+    throw mapped ?? err;
+  }
+}
+
 /** Lists job records, newest first, optionally filtered. Reads at most `scan` entries. */
 export async function listJobs(infra: Infra, opts: { status?: JobStatus; model?: string; tenant?: string; limit?: number; scan?: number } = {}): Promise<JobRecord[]> {
   const out: JobRecord[] = [];
@@ -110,24 +126,91 @@ export async function listJobs(infra: Infra, opts: { status?: JobStatus; model?:
   return out.slice(0, opts.limit ?? 100);
 }
 
+/**
+ * One watch on the whole `jobs` bucket per connection, shared by every waiting request: a watch per waiter
+ * creates and deletes a consumer per job (two JetStream API calls and server work on every `?wait=`), which cost
+ * more than the job itself for short ones.
+ */
+class JobWatch {
+  private readonly waiters = new Map<string, Set<(r: JobRecord | null) => void>>();
+  private started: Promise<void> | null = null;
+
+  constructor(private readonly infra: Infra) {}
+
+  /** Starts the watch (once); resolves when updates from now on will be seen. */
+  ready(): Promise<void> {
+    this.started ??= this.infra.jobs.watch({ key: ">", include: KvWatchInclude.UpdatesOnly }).then(
+      (iter) => {
+        void (async () => {
+          try {
+            for await (const e of iter) {
+              const set = this.waiters.get(e.key);
+              if (!set || e.operation !== "PUT" || e.value.length === 0) continue;
+              const parsed = JobRecordSchema.safeParse(e.json());
+              if (parsed.success) for (const fn of [...set]) fn(parsed.data);
+            }
+          } catch {
+            // ended with an error: handled below like an end
+          }
+          // the watch ended (connection closed, consumer lost): the next waiter starts a new one, and those
+          // waiting now read their record again, so an update made meanwhile is not missed
+          this.started = null;
+          for (const set of this.waiters.values()) for (const fn of [...set]) fn(null);
+        })();
+      },
+      (err) => {
+        this.started = null;
+        throw err;
+      },
+    );
+    return this.started;
+  }
+
+  /** Calls `fn` on every change of `id` (with null when the watch restarted) until the returned stop is called. */
+  on(id: string, fn: (r: JobRecord | null) => void): () => void {
+    let set = this.waiters.get(id);
+    if (!set) this.waiters.set(id, (set = new Set()));
+    set.add(fn);
+    return () => {
+      set.delete(fn);
+      if (set.size === 0 && this.waiters.get(id) === set) this.waiters.delete(id);
+    };
+  }
+}
+
+const watches = new WeakMap<Infra, JobWatch>();
+
 /** Waits until the job is terminal or `timeoutMs` passes; returns the latest record. */
 export async function waitJob(infra: Infra, id: string, timeoutMs: number): Promise<JobRecord | null> {
-  const first = await getJob(infra, id);
-  if (!first || TERMINAL.has(first.record.status) || timeoutMs <= 0) return first?.record ?? null;
-  const iter = await infra.jobs.watch({ key: id });
-  const timer = setTimeout(() => iter.stop(), timeoutMs);
-  let last: JobRecord = first.record;
-  try {
-    for await (const e of iter) {
-      if (e.operation !== "PUT" || e.value.length === 0) continue;
-      last = JobRecordSchema.parse(e.json());
-      if (TERMINAL.has(last.status)) break;
+  if (timeoutMs <= 0) return (await getJob(infra, id))?.record ?? null;
+  let watch = watches.get(infra);
+  if (!watch) watches.set(infra, (watch = new JobWatch(infra)));
+  const until = Date.now() + timeoutMs;
+  let last: JobRecord | null = null;
+  for (;;) {
+    await watch.ready();
+    let done!: (how: "terminal" | "restart" | "timeout") => void;
+    const ended = new Promise<"terminal" | "restart" | "timeout">((resolve) => (done = resolve));
+    let seen = false;
+    const off = watch.on(id, (r) => {
+      if (r === null) return done("restart");
+      seen = true;
+      last = r;
+      if (TERMINAL.has(r.status)) done("terminal");
+    });
+    const timer = setTimeout(() => done("timeout"), Math.max(0, until - Date.now()));
+    try {
+      // read after listening: a change made between the first read and the watch is not missed
+      const now = await getJob(infra, id);
+      if (!now) return last;
+      if (TERMINAL.has(now.record.status)) return now.record;
+      if (!seen) last = now.record;
+      if ((await ended) !== "restart") return last;
+    } finally {
+      clearTimeout(timer);
+      off();
     }
-  } finally {
-    clearTimeout(timer);
-    iter.stop();
   }
-  return last;
 }
 
 /** Parses a timeout given as ms (number) or a duration string: "500ms", "10s", "2m". Throws a 400 naming `field`. */
@@ -145,8 +228,9 @@ export function parseDurationMs(v: unknown, field: string): number | undefined {
 }
 
 /**
- * Cancels a job: a queued one is removed from the queue and never runs; a running one finishes but its result is
- * discarded. Throws JOB_NOT_FOUND (404) or CONFLICT (409, already terminal). Returns the state it had.
+ * Cancels a job: a queued one never runs (the worker that takes its message reads the record first and drops it;
+ * an old record with its JOBS sequence is also deleted from the queue); a running one finishes but its result is
+ * discarded (its terminal write is a compare-and-set, which loses to the cancel). Throws JOB_NOT_FOUND (404) or CONFLICT (409, already terminal). Returns the state it had.
  */
 export async function cancelJob(infra: Infra, id: string): Promise<JobStatus> {
   let before: JobRecord | null = null;

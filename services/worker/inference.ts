@@ -49,7 +49,7 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
   const batchers = new BatcherPool(MAX_BATCHERS);
 
   /** Runs one shard of a job; returns every output the shard produces (or the requested ones, on the last). */
-  async function runShard(job: Job, rec: ModelRecord, priority: "high" | "normal"): Promise<InferenceResult & { last: boolean }> {
+  async function runShard(job: Job, rec: ModelRecord, priority: "high" | "normal", started: () => void): Promise<InferenceResult & { last: boolean }> {
     const mv = pickVersion(rec, job.version);
     const shard = mv.shards[job.stage];
     if (!shard) throw new JobError("BAD_REQUEST", `model "${job.model}" version ${mv.version} has no shard ${job.stage}`);
@@ -72,10 +72,13 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
       let outputs: Tensor[];
       if (batching.maxBatchSize > 1) {
         const key = `${shard.digest}|${names.join(",")}|${batching.maxBatchSize}|${batching.maxQueueDelayUs}|${batching.preferredBatchSizes.join(",")}`;
+        // a batch's start is the batcher's to pick: the job counts as started when it joins
+        started();
         outputs = await batchers.get(key, () => new Batcher(batching, runSlots, run)).submit(inputs, priority);
       } else {
         await runSlots.acquire(priority);
         try {
+          started();
           outputs = await run(inputs);
         } finally {
           runSlots.release();
@@ -139,6 +142,7 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
   return {
     name: "inference",
     fallbackCode: "INFERENCE_FAILED",
+    reportsStart: true,
     batchers: () => batchers.size,
 
     parse(held) {
@@ -150,7 +154,7 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
     async run(job, ctx) {
       const rec = models.get(job.model);
       if (!rec) throw new JobError("MODEL_NOT_FOUND", `model "${job.model}" is not in the repository`);
-      const r = await runShard(job, rec, ctx.priority);
+      const r = await runShard(job, rec, ctx.priority, ctx.started);
       if (!r.last) {
         await transient(() => forward(job, ctx.held, r.version, r.outputs), "publishing to the next shard");
         return { kind: "succeeded" };

@@ -16,7 +16,7 @@ import type { MsgHdrs } from "@nats-io/transport-node";
 import { deadLetter } from "#shared/dlq.js";
 import { readEnvelope, jobIdOf, type Envelope, type Priority } from "#shared/envelope.js";
 import { JobError, toJobError, type ErrorCode } from "#shared/errors.js";
-import { TERMINAL, newJobRecord, updateJob, type JobRecord } from "#shared/jobs.js";
+import { TERMINAL, casJob, getJob, newJobRecord, updateJob, type JobRecord } from "#shared/jobs.js";
 import type { Logger } from "#shared/log.js";
 import type { Infra } from "#shared/nats.js";
 import { STREAMS } from "#shared/subjects.js";
@@ -58,6 +58,11 @@ export interface RunContext {
   priority: Priority;
   /** A child logger for this job (created on first use). */
   log(): Logger;
+  /**
+   * The work starts now (it got its compute slot): a tracked job's `startedAt`, and the clock of its deferred
+   * `running` write, start here. Processors that do not call it (`reportsStart` unset) start when `run` is called.
+   */
+  started(): void;
 }
 
 export type RunResult<R> =
@@ -72,6 +77,8 @@ export interface Processor<J extends JobRef = JobRef, R = unknown> {
   readonly name: string;
   /** Error code for anything thrown that is not a JobError. Default INTERNAL. */
   readonly fallbackCode?: ErrorCode;
+  /** `run` calls `ctx.started()` once its work begins (after waiting for a compute slot). */
+  readonly reportsStart?: boolean;
   /** Reads the job from the message. Throws JobError (a malformed message: not retryable). */
   parse(held: Held): J | Promise<J>;
   /** Does the work. Throws JobError; `retryable` decides whether it is tried again. */
@@ -247,18 +254,84 @@ export async function transient<T>(fn: () => Promise<T>, what: string): Promise<
 }
 
 /**
- * Marks a tracked job running (attempts = this delivery). Returns false when it must not run: cancelled, or
- * already finished by an earlier delivery.
+ * A tracked job still running after this many ms gets its `running` write (attempts, startedAt, worker). Shorter
+ * jobs go straight from `queued` to their terminal state in one write: a `running` write per job cost a KV round
+ * trip on the path of every short job, and nobody polls fast enough to see it.
  */
-async function claimJob(infra: Infra, job: JobRef, attempt: number, workerId: string): Promise<boolean> {
-  let skip = false;
-  await updateJob(infra, job.id, (r) => {
-    skip = r !== null && TERMINAL.has(r.status);
-    if (skip) return null;
-    const base = r ?? newJobRecord(job.id, job.model, job.submittedAt);
-    return { ...base, status: "running", attempts: attempt, startedAt: Date.now(), worker: workerId };
-  });
-  return !skip;
+export const RUNNING_AFTER_MS = 20;
+
+/**
+ * A tracked job's record as this delivery read it when it claimed the job. Its transitions are blind
+ * compare-and-sets on the revision it knows (one request each, no read first); when another writer got in between
+ * (a cancel, the submitter's late create, a duplicate delivery), the terminal write falls back to read-and-decide.
+ */
+interface Tracker {
+  /** The job starts running now: sets `startedAt` and arms the deferred `running` write. Idempotent. */
+  start(): void;
+  /** Cancels the deferred `running` write (the job was not run, or was handed back). */
+  stop(): void;
+  /** Records the terminal state unless the job already has one. */
+  finish(patch: Partial<JobRecord> & { status: JobRecord["status"] }): Promise<void>;
+}
+
+/**
+ * Reads a tracked job's record (one request). Returns null when it must not run: cancelled, or already finished by
+ * an earlier delivery. Otherwise schedules the deferred `running` write and returns the tracker for its end.
+ */
+async function claimJob(deps: LifecycleDeps, job: JobRef, held: Held): Promise<Tracker | null> {
+  const { infra, workerId } = deps;
+  const cur = await getJob(infra, job.id);
+  if (cur && TERMINAL.has(cur.record.status)) return null;
+  // a record the submitter has not created yet (its create races the JOBS publish) is created by our first write
+  let record: JobRecord = cur?.record ?? {
+    ...newJobRecord(job.id, job.model, job.submittedAt),
+    priority: held.env.priority,
+    ...(held.env.tenant ? { tenant: held.env.tenant } : {}),
+    ...(held.env.deadline !== undefined ? { deadline: held.env.deadline } : {}),
+  };
+  let revision = cur?.revision ?? 0;
+  let startedAt = Date.now();
+  let running: Promise<void> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const arm = () => setTimeout(() => {
+    const next: JobRecord = { ...record, status: "running", attempts: held.attempt, startedAt, worker: workerId };
+    running = casJob(infra, next, revision).then(
+      (rev) => {
+        if (rev === null) return;
+        record = next;
+        revision = rev;
+      },
+      // the terminal write does not depend on it: it falls back to read-and-decide on a stale revision
+      (err) => deps.log.warn({ err, jobId: job.id }, "could not record the job as running"),
+    );
+  }, RUNNING_AFTER_MS);
+  return {
+    start() {
+      if (timer || stopped) return;
+      startedAt = Date.now();
+      timer = arm();
+    },
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+    async finish(patch) {
+      stopped = true;
+      clearTimeout(timer);
+      if (running) await running;
+      const next: JobRecord = {
+        ...record,
+        ...patch,
+        attempts: Math.max(record.attempts, patch.attempts ?? held.attempt),
+        startedAt: record.startedAt ?? startedAt,
+        finishedAt: Date.now(),
+        worker: workerId,
+      };
+      if ((await casJob(infra, next, revision)) !== null) return;
+      await finishJob(infra, job.id, job.model, { ...patch, attempts: patch.attempts ?? held.attempt, startedAt: record.startedAt ?? startedAt }, workerId);
+    },
+  };
 }
 
 /** Records a tracked job's terminal state unless it already has one (cancelled meanwhile, or a duplicate). */
@@ -266,7 +339,7 @@ async function finishJob(infra: Infra, id: string, model: string, patch: Partial
   await updateJob(infra, id, (r) => {
     if (r && TERMINAL.has(r.status)) return null;
     const base = r ?? newJobRecord(id, model);
-    return { ...base, ...patch, attempts: Math.max(base.attempts, patch.attempts ?? 0), finishedAt: Date.now(), worker: workerId };
+    return { ...base, ...patch, attempts: Math.max(base.attempts, patch.attempts ?? 0), startedAt: base.startedAt ?? patch.startedAt, finishedAt: Date.now(), worker: workerId };
   });
 }
 
@@ -286,27 +359,32 @@ async function runLifecycle<J extends JobRef, R>(deps: LifecycleDeps, processor:
   let job: J | undefined;
   let run: RunResult<R> | undefined;
   let outcome: Outcome;
+  let tracker: Tracker | undefined;
   try {
     if (held.attempt > deps.policy.maxDeliver) throw exhaustedError(envId, held.attempt - 1);
     if (opts.stopping()) throw new Released("worker stopping before the job started");
     if (held.env.problem) throw new JobError("BAD_REQUEST", held.env.problem);
     job = await processor.parse(held);
-    const claimed = held.env.track && job.entry ? await transient(() => claimJob(deps.infra, job!, held.attempt, deps.workerId), "recording the job as running") : true;
+    const claimed = held.env.track && job.entry ? await transient(() => claimJob(deps, job!, held), "reading the job record") : true;
+    if (claimed && claimed !== true) tracker = claimed;
     if (!claimed) {
       outcome = { kind: "skipped", reason: "job already finished or cancelled" };
     } else {
       if (held.env.deadline !== undefined && Date.now() > held.env.deadline) {
         throw new JobError("DEADLINE_EXCEEDED", `job ${job.id} passed its deadline before it could run`);
       }
-      run = await processor.run(job, { held, signal: opts.signal, priority: opts.priority, log: jlog });
+      const t = tracker;
+      if (!processor.reportsStart) t?.start();
+      run = await processor.run(job, { held, signal: opts.signal, priority: opts.priority, log: jlog, started: () => t?.start() });
       outcome = run.kind === "succeeded" ? { kind: "succeeded" } : { kind: run.kind, reason: run.reason };
     }
   } catch (err) {
     outcome = err instanceof Released ? { kind: "released", reason: err.message } : { kind: "failed", error: toJobError(err, processor.fallbackCode ?? "INTERNAL") };
   }
   try {
-    await settle(deps, processor, held, { outcome, job, run, envId, jlog, opts });
+    await settle(deps, processor, held, { outcome, job, run, envId, jlog, opts, tracker });
   } catch (err) {
+    tracker?.stop();
     jlog().error({ err }, "answering a job message failed; it will be redelivered");
     await held.nak(backoffMs(deps.policy, held.attempt)).catch(() => undefined);
   }
@@ -321,6 +399,8 @@ interface SettleInput<J, R> {
   envId: string;
   jlog: () => Logger;
   opts: Pick<LifecycleOptions, "stopping" | "onResult">;
+  /** The job record as claimed by this delivery (tracked jobs that got as far as their claim). */
+  tracker?: Tracker;
 }
 
 /** Decides and applies the decision: the only place a job message is answered. */
@@ -336,6 +416,7 @@ async function settle<J extends JobRef, R>(deps: LifecycleDeps, processor: Proce
   const left = async () => {
     if (s.job && processor.settled) await processor.settled(s.job).catch((err) => s.jlog().warn({ err }, "cleanup after the job failed"));
   };
+  if (decision.action !== "complete" && decision.action !== "fail") s.tracker?.stop();
   switch (decision.action) {
     case "complete": {
       const job = s.job!;
@@ -349,7 +430,8 @@ async function settle<J extends JobRef, R>(deps: LifecycleDeps, processor: Proce
         if (held.env.track) {
           const record = s.run?.kind === "succeeded" ? s.run.record : undefined;
           try {
-            await finishJob(deps.infra, job.id, job.model, { ...record, status: "succeeded" }, deps.workerId);
+            if (s.tracker) await s.tracker.finish({ ...record, status: "succeeded" });
+            else await finishJob(deps.infra, job.id, job.model, { ...record, status: "succeeded", attempts: held.attempt }, deps.workerId);
           } catch (err) {
             return unrecorded("record", err);
           }
@@ -394,7 +476,9 @@ async function settle<J extends JobRef, R>(deps: LifecycleDeps, processor: Proce
       }
       if (held.env.track) {
         try {
-          await finishJob(deps.infra, jobId, s.job?.model ?? modelOf(held.subject), { status: "failed", error: error.toJSON(), attempts: held.attempt }, deps.workerId);
+          const patch = { status: "failed" as const, error: error.toJSON(), attempts: held.attempt };
+          if (s.tracker) await s.tracker.finish(patch);
+          else await finishJob(deps.infra, jobId, s.job?.model ?? modelOf(held.subject), patch, deps.workerId);
         } catch (err) {
           return unrecorded("record", err);
         }
