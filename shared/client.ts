@@ -19,6 +19,9 @@ import { loadConfig } from "./config.js";
 import { createJob, getJob, jobIdFromKey, type JobRecord } from "./jobs.js";
 import { DEFAULT_TENANT } from "./auth.js";
 
+/** How long the connection may be down before pending sync calls fail (a stale-connection blip reconnects sooner). */
+const DISCONNECT_GRACE_MS = 1500;
+
 export interface InferOptions {
   /** Model version; the latest when omitted. */
   version?: number;
@@ -83,7 +86,7 @@ export class JetshardClient {
   private readonly ownsConnection: boolean;
   private infraP: Promise<Infra> | null;
   private jsmP: Promise<JetStreamManager> | null = null;
-  /** Between a disconnect and the reconnect: sync calls fail at once rather than wait for a reply that cannot come. */
+  /** Down for longer than the grace: sync calls fail at once rather than wait for a reply that cannot come. */
   private disconnected = false;
 
   /**
@@ -102,25 +105,39 @@ export class JetshardClient {
   }
 
   /**
-   * A sync caller whose connection to NATS dropped will not get its reply (core NATS does not queue for a
-   * disconnected subscriber, and the reply subject is gone), so it fails at once with NATS_UNAVAILABLE (503)
-   * instead of waiting out its timeout. The job itself may still run; its result is then dropped.
+   * A sync caller whose connection to NATS stays down will not get its reply (core NATS does not queue for a
+   * disconnected subscriber), so once the connection has been down for DISCONNECT_GRACE_MS the pending calls fail
+   * with NATS_UNAVAILABLE (503) instead of waiting out their timeouts, and new calls are refused until it is back.
+   * The grace matters: nats.js also drops and re-opens a connection it thinks stale (missed pings, e.g. while a
+   * long ORT run blocks the event loop); such a blip reconnects at once and its callers still get their replies.
    */
   private async failPendingOnDisconnect(): Promise<void> {
+    let grace: NodeJS.Timeout | undefined;
     try {
       for await (const s of this.nc.status()) {
-        if (s.type === "reconnect") this.disconnected = false;
-        if (s.type !== "disconnect") continue;
-        this.disconnected = true;
-        const lost = [...this.pending];
-        this.pending.clear();
-        for (const [id, p] of lost) {
-          clearTimeout(p.timer);
-          p.reject(new JobError("NATS_UNAVAILABLE", `the connection to NATS dropped while job ${id} was running; its result is lost`, { retryable: true }));
+        if (s.type === "reconnect") {
+          clearTimeout(grace);
+          grace = undefined;
+          this.disconnected = false;
+        } else if (s.type === "disconnect" && !grace) {
+          grace = setTimeout(() => this.failPending(), DISCONNECT_GRACE_MS);
+          grace.unref();
         }
       }
     } catch {
       // the status iterator ends with the connection
+    } finally {
+      clearTimeout(grace);
+    }
+  }
+
+  private failPending(): void {
+    this.disconnected = true;
+    const lost = [...this.pending];
+    this.pending.clear();
+    for (const [id, p] of lost) {
+      clearTimeout(p.timer);
+      p.reject(new JobError("NATS_UNAVAILABLE", `NATS is unavailable: the connection dropped while job ${id} was running; its result is lost`, { retryable: true }));
     }
   }
 
