@@ -69,6 +69,20 @@ const EnvSchema = z.object({
   JETSHARD_QUOTA_VERSIONS: int(20, 1),
   JETSHARD_QUOTA_MODEL_MB: int(10_240, 1),
   JETSHARD_QUOTA_QUEUED_JOBS: int(10_000, 1),
+  // Operations: the small HTTP listener of workers and controllers, central logs, log format
+  JETSHARD_OPS_HTTP: boolStr(true),
+  JETSHARD_OPS_HOST: z.string().optional(),
+  JETSHARD_OPS_PORT: int(9464),
+  JETSHARD_LOGS_STREAM: boolStr(true),
+  JETSHARD_LOGS_MAX_MB: int(256, 1),
+  JETSHARD_LOGS_MAX_AGE_S: int(86_400, 1),
+  JETSHARD_LOG_FORMAT: z.enum(["auto", "json", "pretty"]).default("auto"),
+  JETSHARD_RESOURCE_SAMPLE_MS: int(5_000, 100),
+  // Scale-out: replicas of streams and buckets, GPUs
+  JETSHARD_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
+  JETSHARD_GPU_ID: z.coerce.number().int().min(0).optional(),
+  JETSHARD_WORKERS_PER_GPU: boolStr(false),
+  JETSHARD_NVIDIA_SMI: z.string().default("nvidia-smi"),
 });
 
 export type JetshardConfig = ReturnType<typeof loadConfig>;
@@ -177,6 +191,34 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       modelBytes: e.JETSHARD_QUOTA_MODEL_MB * 1024 * 1024,
       /** Async jobs one tenant may have queued or running at once (counted per gateway). */
       queuedJobs: e.JETSHARD_QUOTA_QUEUED_JOBS,
+    },
+    ops: {
+      /** Workers and controllers serve /metrics and /health/{live,ready} on a small HTTP listener. */
+      http: e.JETSHARD_OPS_HTTP,
+      /** Its address; JETSHARD_HOST when unset. */
+      host: e.JETSHARD_OPS_HOST ?? e.JETSHARD_HOST,
+      /** Its port; 0 picks a free one (`jetshard up` gives each process its own, counting up from this). */
+      port: e.JETSHARD_OPS_PORT,
+      /** How often a worker samples CPU, memory, load and GPUs (for its heartbeat and metrics). */
+      resourceSampleMs: e.JETSHARD_RESOURCE_SAMPLE_MS,
+    },
+    logs: {
+      /** Every process also publishes its log records to the bounded LOGS stream (`jetshard logs`). */
+      stream: e.JETSHARD_LOGS_STREAM,
+      maxBytes: e.JETSHARD_LOGS_MAX_MB * 1024 * 1024,
+      maxAgeMs: e.JETSHARD_LOGS_MAX_AGE_S * 1000,
+      /** "auto": human-readable on a TTY, JSON lines otherwise. */
+      format: e.JETSHARD_LOG_FORMAT,
+    },
+    /** Replicas of every stream and bucket jetshard creates: 1 on one server, 3 on a cluster. */
+    replicas: e.JETSHARD_REPLICAS,
+    gpu: {
+      /** The CUDA device this worker runs on (set by `jetshard up` / --gpus when it starts one worker per GPU). */
+      id: e.JETSHARD_GPU_ID,
+      /** `jetshard up` starts one worker per GPU that nvidia-smi lists, each bound to its device. */
+      workerPerGpu: e.JETSHARD_WORKERS_PER_GPU,
+      /** The nvidia-smi command (a path, or a name on PATH). */
+      nvidiaSmi: e.JETSHARD_NVIDIA_SMI,
     },
   };
 }
