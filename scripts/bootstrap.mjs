@@ -3,7 +3,7 @@
 // (npm packages; nats-server, and redis-server for the bench, through apt-get on Debian/Ubuntu), then runs the real command.
 // Plain JavaScript on purpose: it runs before node_modules (and tsx) exist.
 import { spawnSync, spawn } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -19,10 +19,23 @@ function fail(msg) {
 const major = Number(process.versions.node.split(".")[0]);
 if (major < 20) fail(`Node.js >= 20 is required (this is ${process.version}).`);
 
+/** The packages a lock file names (name@version); `required`: only those not optional (other platforms' builds). */
+function lockedPackages(file, required = false) {
+  try {
+    const pkgs = JSON.parse(readFileSync(file, "utf8")).packages ?? {};
+    return new Set(Object.entries(pkgs).filter(([k, v]) => k.startsWith("node_modules/") && !(required && v.optional)).map(([k, v]) => `${k}@${v.version}`));
+  } catch {
+    return new Set();
+  }
+}
+
 function ensureNodeModules() {
   const lock = path.join(root, "package-lock.json");
   const marker = path.join(root, "node_modules", ".package-lock.json");
-  const stale = !existsSync(marker) || (existsSync(lock) && statSync(lock).mtimeMs > statSync(marker).mtimeMs + 1000);
+  // npm writes node_modules/.package-lock.json after an install: stale when package-lock.json asks for a package
+  // (non-optional) not in it. Compared by content: mtimes lie after a clone, a checkout or through a symlink.
+  const installed = existsSync(marker) ? lockedPackages(marker) : new Set();
+  const stale = !existsSync(marker) || (existsSync(lock) && [...lockedPackages(lock, true)].some((p) => !installed.has(p)));
   const missing = ["tsx", "onnxruntime-node", "@nats-io/jetstream", "tap"].some((p) => !existsSync(path.join(root, "node_modules", p, "package.json")));
   if (!stale && !missing) return;
   const cmd = existsSync(lock) ? "ci" : "install";
@@ -33,63 +46,73 @@ function ensureNodeModules() {
   if (r.status !== 0) fail(`npm ${cmd} failed (exit ${r.status}).`);
 }
 
-function findNatsServer() {
-  if (process.env.NATS_SERVER_BIN && existsSync(process.env.NATS_SERVER_BIN)) return process.env.NATS_SERVER_BIN;
+/** The first of `names` found on PATH (or in the usual system dirs), or `envVar`'s path when set and present. */
+function findBinary(names, envVar) {
+  if (envVar && process.env[envVar] && existsSync(process.env[envVar])) return process.env[envVar];
   const dirs = [...(process.env.PATH ?? "").split(path.delimiter), "/usr/sbin", "/usr/bin", "/usr/local/bin"];
-  for (const d of dirs) if (d && existsSync(path.join(d, "nats-server"))) return path.join(d, "nats-server");
+  for (const n of names) for (const d of dirs) if (d && existsSync(path.join(d, n))) return path.join(d, n);
   return null;
 }
 
-function ensureNatsServer() {
-  if (findNatsServer()) return;
+/**
+ * Makes sure a Debian package's binary is there, installing the package with apt-get when it is not (as root, or
+ * through sudo). `why` says what needs it; `elsewhere` what to do where apt-get is not available.
+ */
+function ensureDebianPackage({ pkg, bins, envVar, why, elsewhere }) {
+  if (findBinary(bins, envVar)) return;
   const hasApt = spawnSync("sh", ["-c", "command -v apt-get"], { stdio: "ignore" }).status === 0;
-  if (process.platform !== "linux" || !hasApt) {
-    fail("nats-server is not installed. Install NATS server 2.9 or later (https://docs.nats.io/running-a-nats-service/introduction/installation), put it on PATH or set NATS_SERVER_BIN, or point JETSHARD_NATS_URL at a running server.");
-  }
-  const isRoot = process.getuid?.() === 0;
-  const sudo = isRoot ? [] : ["sudo"];
-  if (!isRoot && spawnSync("sh", ["-c", "command -v sudo"], { stdio: "ignore" }).status !== 0) {
-    fail("nats-server is not installed and this user cannot run apt-get. Run: sudo apt-get install nats-server");
-  }
-  say("installing nats-server with apt-get…");
-  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  const run = (a) => spawnSync(sudo.length ? "sudo" : a[0], sudo.length ? a : a.slice(1), { stdio: "inherit", env }).status;
-  if (run(["apt-get", "install", "-y", "-q", "nats-server"]) !== 0) {
-    if (run(["apt-get", "update", "-q"]) !== 0 || run(["apt-get", "install", "-y", "-q", "nats-server"]) !== 0) {
-      fail("apt-get could not install nats-server. Install it by hand: apt-get install nats-server");
-    }
-  }
-  if (!findNatsServer()) fail("nats-server still not found after apt-get install.");
-}
-
-function findRedisServer() {
-  if (process.env.REDIS_SERVER_BIN && existsSync(process.env.REDIS_SERVER_BIN)) return process.env.REDIS_SERVER_BIN;
-  const dirs = [...(process.env.PATH ?? "").split(path.delimiter), "/usr/bin", "/usr/sbin", "/usr/local/bin"];
-  for (const d of dirs) if (d && existsSync(path.join(d, "redis-server"))) return path.join(d, "redis-server");
-  return null;
-}
-
-// The bench's job-queue section compares jetshard with BullMQ on a real redis-server (it starts its own, memory only).
-function ensureRedis() {
-  if (findRedisServer()) return;
-  const skip = "or run only the HTTP section: npm run bench -- --section http";
-  const hasApt = spawnSync("sh", ["-c", "command -v apt-get"], { stdio: "ignore" }).status === 0;
-  if (process.platform !== "linux" || !hasApt) {
-    fail(`redis-server is not installed and apt-get is not available to install it. The bench's job-queue section runs BullMQ on a real Redis: install Redis 6.2 or later (https://redis.io/docs/latest/operate/oss_and_stack/install/), put redis-server on PATH or set REDIS_SERVER_BIN, ${skip}.`);
-  }
+  if (process.platform !== "linux" || !hasApt) fail(`${bins[0]} is not installed and apt-get is not available to install it (${why}). ${elsewhere}`);
   const isRoot = process.getuid?.() === 0;
   if (!isRoot && spawnSync("sh", ["-c", "command -v sudo"], { stdio: "ignore" }).status !== 0) {
-    fail(`redis-server is not installed and this user cannot run apt-get. Run: sudo apt-get install redis-server (${skip}).`);
+    fail(`${bins[0]} is not installed and this user cannot run apt-get (${why}). Run: sudo apt-get install ${pkg}. ${elsewhere}`);
   }
-  say("installing redis-server with apt-get (for the bench's BullMQ comparison)…");
+  say(`installing ${pkg} with apt-get (${why})…`);
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   const apt = (a) => spawnSync(isRoot ? a[0] : "sudo", isRoot ? a.slice(1) : a, { stdio: "inherit", env }).status;
-  const install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"];
+  const install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", pkg];
   if (apt(install) !== 0 && (apt(["apt-get", "update", "-q"]) !== 0 || apt(install) !== 0)) {
-    fail(`apt-get could not install redis-server. Install it by hand (apt-get install redis-server), ${skip}.`);
+    fail(`apt-get could not install ${pkg}. Install it by hand (apt-get install ${pkg}). ${elsewhere}`);
   }
-  if (!findRedisServer()) fail(`redis-server still not found after apt-get install; set REDIS_SERVER_BIN, ${skip}.`);
+  if (!findBinary(bins, envVar)) fail(`${bins[0]} still not found after apt-get install ${pkg}. ${elsewhere}`);
 }
+
+const ensureNatsServer = () =>
+  ensureDebianPackage({
+    pkg: "nats-server",
+    bins: ["nats-server"],
+    envVar: "NATS_SERVER_BIN",
+    why: "jetshard runs on NATS JetStream",
+    elsewhere: "Install NATS server 2.9 or later (https://docs.nats.io/running-a-nats-service/introduction/installation), put it on PATH or set NATS_SERVER_BIN, or point JETSHARD_NATS_URL at a running server.",
+  });
+
+// The bench's job-queue section compares jetshard with BullMQ on a real redis-server (it starts its own, memory only).
+const ensureRedis = () =>
+  ensureDebianPackage({
+    pkg: "redis-server",
+    bins: ["redis-server"],
+    envVar: "REDIS_SERVER_BIN",
+    why: "the bench's BullMQ comparison",
+    elsewhere: "Install Redis 6.2 or later, put redis-server on PATH or set REDIS_SERVER_BIN, or run only the HTTP section: npm run bench -- --section http.",
+  });
+
+// The dashboard tests drive a real browser; the metrics tests check the exposition with promtool and scrape a stack
+// with a real Prometheus server.
+const ensureTestTools = () => {
+  ensureDebianPackage({
+    pkg: "chromium",
+    bins: ["chromium", "chromium-browser"],
+    envVar: "CHROMIUM_BIN",
+    why: "the dashboard's browser tests",
+    elsewhere: "Install Chromium, put it on PATH or set CHROMIUM_BIN.",
+  });
+  ensureDebianPackage({
+    pkg: "prometheus",
+    bins: ["promtool"],
+    envVar: "PROMTOOL_BIN",
+    why: "the metrics tests (promtool and a real scrape)",
+    elsewhere: "Install Prometheus 2.x (promtool and prometheus on PATH), or set PROMTOOL_BIN.",
+  });
+};
 
 /** The --section the bench was asked for (--section X, --section=X, or npm's npm_config_section), or undefined. */
 function benchSection(argv) {
@@ -118,6 +141,7 @@ switch (mode) {
     break;
   case "test": {
     ensureNatsServer();
+    ensureTestTools();
     // types first: strict TypeScript is part of the contract, and a type error is a failed build
     say("type-checking (tsc --noEmit)…");
     const tsc = spawnSync(process.execPath, [path.join(root, "node_modules/typescript/bin/tsc"), "--noEmit", "-p", root], { cwd: root, stdio: "inherit" });
