@@ -87,6 +87,9 @@ const EnvSchema = z.object({
 
 export type JetshardConfig = ReturnType<typeof loadConfig>;
 
+/** Every JETSHARD_* variable the schema knows (deploy manifests and docs are checked against it). */
+export const ENV_NAMES: readonly string[] = Object.keys(EnvSchema.shape);
+
 /** Parses the environment once. Throws a ConfigError naming the variable on bad values. */
 export function loadConfig(env: Record<string, string | undefined> = process.env) {
   const parsed = EnvSchema.safeParse(env);

@@ -260,6 +260,47 @@ export function zodMessage(err: z.ZodError, prefix = ""): string {
 }
 
 /** A worker's entry in the `workers` KV bucket, refreshed every heartbeat. */
+/** One GPU as nvidia-smi reports it. */
+export const GpuSampleSchema = z.object({
+  index: z.number().int(),
+  name: z.string(),
+  uuid: z.string().optional(),
+  utilPercent: z.number().optional(),
+  memUsedMb: z.number().optional(),
+  memTotalMb: z.number().optional(),
+});
+export type GpuSample = z.infer<typeof GpuSampleSchema>;
+
+export const ResourcesSchema = z.object({
+  /** This process's CPU use since the last sample, percent of one core (may exceed 100). */
+  cpuPercent: z.number(),
+  rssBytes: z.number(),
+  /** Host 1-minute load average. */
+  load1: z.number(),
+  memTotalBytes: z.number(),
+  memFreeBytes: z.number(),
+  /** Every GPU nvidia-smi lists on the host (empty without one). */
+  gpus: z.array(GpuSampleSchema),
+});
+export type Resources = z.infer<typeof ResourcesSchema>;
+
+/** Cumulative per-shard counters a worker reports in its heartbeat. */
+export const ShardStatsSchema = z.object({
+  /** Requests (jobs) answered, succeeded and failed. */
+  succeeded: z.number(),
+  failed: z.number(),
+  /** Requests run vs ORT runs: inferences / executions is the mean batch size. */
+  inferences: z.number(),
+  executions: z.number(),
+  /** Summed ms waiting in the queue (publish to start) and computing. */
+  queueMs: z.number(),
+  computeMs: z.number(),
+  /** Bytes of job messages received and of results/activations sent onward. */
+  bytesIn: z.number(),
+  bytesOut: z.number(),
+});
+export type ShardStats = z.infer<typeof ShardStatsSchema>;
+
 export const WorkerInfoSchema = z.object({
   id: z.string(),
   host: z.string(),
@@ -270,7 +311,13 @@ export const WorkerInfoSchema = z.object({
     name: z.string(),
     memoryMb: z.number().optional(),
     note: z.string(),
+    /** The CUDA device id this worker is bound to (one worker per GPU). */
+    gpuIndex: z.number().int().optional(),
   }),
+  /** What the host and this process use, sampled every JETSHARD_RESOURCE_SAMPLE_MS. */
+  resources: ResourcesSchema.optional(),
+  /** Cumulative counters per shard served ("model:index"), for rates on the dashboard. */
+  stats: z.record(z.string(), ShardStatsSchema).optional(),
   /** Models this worker is consuming jobs for. */
   models: z.array(z.string()),
   /** Shards served, as "model:index". */
