@@ -6,11 +6,11 @@
  *   const res = await client.infer("demo-mlp", [{ name: "input", datatype: "FP32", shape: [1, 4], data: Float32Array.of(1, 2, 3, 4) }]);
  *   console.log(res.outputs[0].data);
  */
-import { createInbox, nuid, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import { createInbox, errors as natsErrors, nuid, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { JetStreamApiError, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
-import { JS_API_CODES, JobError, fromNatsError } from "./errors.js";
+import { JS_API_CODES, JobError, fromNatsError, retryTransient } from "./errors.js";
 import { decodeResult, throwIfFailed } from "./results.js";
-import { STREAMS, subjects } from "./subjects.js";
+import { HEADERS, STREAMS, subjects } from "./subjects.js";
 import { writeEnvelope } from "./envelope.js";
 import type { Tensor } from "./tensor.js";
 import { MAX_PARAMETER_DEPTH, encodeFrame, withinDepth, type JobMeta } from "./wire.js";
@@ -21,6 +21,13 @@ import { DEFAULT_TENANT } from "./auth.js";
 
 /** How long the connection may be down before pending sync calls fail (a stale-connection blip reconnects sooner). */
 const DISCONNECT_GRACE_MS = 1500;
+
+/**
+ * How long `submit` keeps retrying while NATS is transiently unavailable before it gives up with NATS_UNAVAILABLE
+ * (503): long enough for a cluster to elect new stream leaders after losing a server (nats-server 2.9 measured here:
+ * 5-9 s after a SIGKILL, more under load), short enough for a caller to get an answer.
+ */
+const SUBMIT_RETRY_MS = 15_000;
 
 export interface InferOptions {
   /** Model version; the latest when omitted. */
@@ -40,6 +47,11 @@ export interface InferOptions {
   storeResult?: boolean;
   /** The tenant the job belongs to (the gateway sets it from the caller's API key). Default "default". */
   tenant?: string;
+  /**
+   * `infer` only: send the request straight to a worker with core NATS (the default), JetStream being the fallback
+   * when no worker takes it or the one that took it is lost; false sends it through JetStream (JOBS) only.
+   */
+  direct?: boolean;
 }
 
 export interface SubmitOptions extends InferOptions {
@@ -68,7 +80,26 @@ interface Pending {
   resolve: (r: InferResult) => void;
   reject: (e: Error) => void;
   timer: NodeJS.Timeout;
+  /** A direct request: re-sends it through JOBS (once). */
+  viaJobs?: () => void;
+  /** Epoch ms it was sent directly. */
+  sentAt?: number;
+  /** The worker that said it took the direct request. */
+  worker?: string;
 }
+
+/** A job ready to send: where it goes through JOBS, its frame and its headers. */
+interface BuiltJob {
+  subject: string;
+  frame: Uint8Array;
+  headers: MsgHdrs;
+}
+
+/**
+ * A direct request no worker said it took within this long, or whose worker does not answer a ping, is re-sent
+ * through JOBS. Checked this often.
+ */
+const DIRECT_CHECK_MS = 1_000;
 
 /** Decodes a result message (frame or JSON); throws its JobError when the job failed. */
 export function resultFromMessage(bytes: Uint8Array): InferResult {
@@ -165,6 +196,13 @@ export class JetshardClient {
         const id = msg.subject.slice(this.inbox.length + 1);
         const p = this.pending.get(id);
         if (!p) return;
+        if (msg.data.length === 0) {
+          // a worker took the direct request; or nobody listens (no responders): send it through JOBS
+          const worker = msg.headers?.get(HEADERS.accepted);
+          if (worker) p.worker = worker;
+          else if (msg.headers?.code === 503) p.viaJobs?.();
+          return;
+        }
         this.pending.delete(id);
         clearTimeout(p.timer);
         try {
@@ -181,31 +219,91 @@ export class JetshardClient {
    * Throws the job's JobError, or JobError TIMEOUT after `timeoutMs`.
    */
   async infer(model: string, inputs: Tensor[], opts: InferOptions = {}): Promise<InferResult> {
-    if (this.disconnected) throw new JobError("NATS_UNAVAILABLE", `not connected to NATS; job for model "${model}" not sent`, { retryable: true });
+    if (this.disconnected) throw new JobError("NATS_UNAVAILABLE", `NATS is unavailable (not connected); job for model "${model}" not sent: try again shortly`, { retryable: true });
     this.ensureSubscribed();
     const timeoutMs = opts.timeoutMs ?? 30_000;
     const id = opts.jobId ?? nuid.next();
+    const reply = `${this.inbox}.${id}`;
+    let pending!: Pending;
     const result = new Promise<InferResult>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(new JobError("TIMEOUT", `no result for job ${id} on model "${model}" within ${timeoutMs} ms`));
       }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
+      pending = { resolve, reject, timer };
+      this.pending.set(id, pending);
     });
     // a deadline shorter than the publish rejects `result` before anyone awaits it (or after a failed publish
     // dropped it): mark it handled so that is not an unhandled rejection, which would end the process
     result.catch(() => undefined);
+    const fail = (err: unknown) => {
+      if (this.pending.get(id) !== pending) return;
+      clearTimeout(pending.timer);
+      this.pending.delete(id);
+      pending.reject(err as Error);
+    };
     try {
-      await this.publishJob(model, inputs, { ...opts, jobId: id, timeoutMs }, `${this.inbox}.${id}`);
-    } catch (err) {
-      const p = this.pending.get(id);
-      if (p) {
-        clearTimeout(p.timer);
-        this.pending.delete(id);
+      const job = await this.buildJob(model, inputs, { ...opts, jobId: id, timeoutMs }, reply);
+      if (opts.direct === false) {
+        await this.sendJob(model, id, job);
+      } else {
+        let sent = false;
+        pending.viaJobs = () => {
+          if (sent || this.pending.get(id) !== pending) return;
+          sent = true;
+          this.sendJob(model, id, job).catch(fail);
+        };
+        pending.sentAt = Date.now();
+        // the reply subject also gets the server's "no responders" status when no worker serves the model now
+        this.nc.publish(subjects.direct(model), job.frame, { headers: job.headers, reply });
+        this.watchDirect();
       }
+    } catch (err) {
+      fail(err);
       throw err;
     }
     return result;
+  }
+
+  private directTimer: NodeJS.Timeout | null = null;
+  private readonly pinging = new Set<string>();
+
+  /**
+   * While direct requests are pending, checks on them every DIRECT_CHECK_MS: one no worker took is re-sent
+   * through JOBS; for one a worker took, that worker is pinged, and when it is gone (no responders: its connection
+   * closed, e.g. SIGKILL) everything it held is re-sent through JOBS. A worker too busy to answer the ping is
+   * alive: its callers keep waiting. Re-sending is safe: a request's result is taken once, and JOBS dedups by id.
+   */
+  private watchDirect(): void {
+    if (this.directTimer) return;
+    this.directTimer = setInterval(() => {
+      const now = Date.now();
+      const byWorker = new Map<string, Pending[]>();
+      let direct = 0;
+      for (const p of this.pending.values()) {
+        if (!p.viaJobs || p.sentAt === undefined) continue;
+        direct++;
+        if (now - p.sentAt < DIRECT_CHECK_MS) continue;
+        if (!p.worker) p.viaJobs();
+        else byWorker.set(p.worker, [...(byWorker.get(p.worker) ?? []), p]);
+      }
+      for (const [worker, held] of byWorker) {
+        if (this.pinging.has(worker) || this.disconnected) continue;
+        this.pinging.add(worker);
+        this.nc
+          .request(subjects.ping(worker), undefined, { timeout: DIRECT_CHECK_MS })
+          .catch((err) => {
+            const gone = err instanceof natsErrors.NoRespondersError || (err instanceof natsErrors.RequestError && err.isNoResponders());
+            if (gone) for (const p of held) p.viaJobs?.();
+          })
+          .finally(() => this.pinging.delete(worker));
+      }
+      if (direct === 0 && this.directTimer) {
+        clearInterval(this.directTimer);
+        this.directTimer = null;
+      }
+    }, DIRECT_CHECK_MS / 2);
+    this.directTimer.unref();
   }
 
   /**
@@ -217,8 +315,11 @@ export class JetshardClient {
     const infra = await this.infra();
     const tenant = opts.tenant ?? DEFAULT_TENANT;
     const id = opts.jobId ?? (opts.idempotencyKey ? jobIdFromKey(tenant, opts.idempotencyKey) : nuid.next());
+    // every step below is idempotent (the job id is the JetStream dedup id, a second create finds the first's
+    // record), so a leader election or a lost server is ridden out by asking again
+    const retryUntil = Date.now() + SUBMIT_RETRY_MS;
     if (opts.idempotencyKey || opts.jobId) {
-      const existing = await getJob(infra, id);
+      const existing = await retryTransient(() => getJob(infra, id), retryUntil);
       if (existing) return { id, record: existing.record, replayed: true };
     }
     const queuedAt = Date.now();
@@ -238,8 +339,8 @@ export class JetshardClient {
     // that reads the job before its record exists creates it from the message (see the job runtime's claim), and
     // whichever create comes second sees the first one's record
     const [published, created] = await Promise.allSettled([
-      this.publishJob(model, inputs, { ...opts, jobId: id, tenant }, undefined, true),
-      createJob(infra, record),
+      this.buildJob(model, inputs, { ...opts, jobId: id, tenant }, undefined, true).then((job) => retryTransient(() => this.sendJob(model, id, job), retryUntil)),
+      retryTransient(() => createJob(infra, record), retryUntil),
     ]);
     if (published.status === "rejected") {
       // not queued: a record left behind would say "queued" for ever
@@ -249,7 +350,7 @@ export class JetshardClient {
     if (created.status === "rejected") throw created.reason;
     if (created.value === null) {
       // a worker already claimed it (or a concurrent resubmission won): report what is stored
-      const stored = await getJob(infra, id);
+      const stored = await retryTransient(() => getJob(infra, id), retryUntil);
       return { id, record: stored?.record ?? record, replayed: Boolean(opts.idempotencyKey) && stored?.record.queuedAt !== queuedAt };
     }
     return { id, record, replayed: false };
@@ -272,7 +373,11 @@ export class JetshardClient {
     return msg ? resultFromMessage(msg.data) : null;
   }
 
-  private async publishJob(model: string, inputs: Tensor[], opts: InferOptions & { jobId: string }, reply: string | undefined, track = false): Promise<number> {
+  /**
+   * Builds a job message. Inputs too big for one NATS message go through the claim-check store: the message then
+   * carries only the claim (workers fetch the frame, and delete it once the job left the queue).
+   */
+  private async buildJob(model: string, inputs: Tensor[], opts: InferOptions & { jobId: string }, reply: string | undefined, track = false): Promise<BuiltJob> {
     const meta: JobMeta = {
       kind: "job",
       id: opts.jobId,
@@ -283,7 +388,8 @@ export class JetshardClient {
       ...(opts.parameters ? { parameters: opts.parameters } : {}),
       submittedAt: Date.now(),
     };
-    const h = writeEnvelope({
+    const headers = writeEnvelope({
+      jobId: opts.jobId,
       reply,
       replyOnly: Boolean(reply && !opts.storeResult),
       deadline: opts.timeoutMs ? Date.now() + opts.timeoutMs : undefined,
@@ -296,13 +402,30 @@ export class JetshardClient {
     if (opts.parameters !== undefined && !withinDepth(opts.parameters, MAX_PARAMETER_DEPTH)) {
       throw new JobError("BAD_REQUEST", `parameters: must not nest deeper than ${MAX_PARAMETER_DEPTH} levels`);
     }
-    const frame = encodeFrame(meta, inputs);
-    const maxPayload = this.nc.info?.max_payload;
-    if (maxPayload !== undefined && frame.byteLength > maxPayload) {
-      throw new JobError("PAYLOAD_TOO_LARGE", `job for model "${model}" is ${frame.byteLength} bytes; the NATS max payload is ${maxPayload}`);
+    let frame = encodeFrame(meta, inputs);
+    // room for the headers and the frame's own header
+    const room = (this.nc.info?.max_payload ?? 1024 * 1024) - 16 * 1024;
+    if (frame.byteLength > room) {
+      const claim = `${opts.jobId}.0`;
+      const infra = await this.infra().catch((err) => {
+        throw new JobError("PAYLOAD_TOO_LARGE", `job for model "${model}" is ${frame.byteLength} bytes, more than one NATS message holds (${room}), and the claims store is not reachable with these credentials: ${(err as Error).message}`, { cause: err });
+      });
+      try {
+        await infra.claims.putBlob({ name: claim, options: { max_chunk_size: Math.min(1024 * 1024, room) } }, frame);
+      } catch (err) {
+        const mapped = fromNatsError(err);
+        if (mapped) throw new JobError(mapped.code, `could not store the inputs of job ${opts.jobId} (${frame.byteLength} bytes): ${mapped.message}`, { retryable: true, cause: err });
+        throw new JobError("PAYLOAD_TOO_LARGE", `job for model "${model}" is ${frame.byteLength} bytes and its inputs could not be stored in the claims store: ${(err as Error).message}`, { cause: err });
+      }
+      frame = encodeFrame({ ...meta, claim }, []);
     }
+    return { subject, frame, headers };
+  }
+
+  /** Sends a built job through JOBS (dedup id: the job id); returns its stream sequence. */
+  private async sendJob(model: string, id: string, job: BuiltJob): Promise<number> {
     try {
-      const ack = await this.js.publish(subject, frame, { msgID: opts.jobId, headers: h });
+      const ack = await this.js.publish(job.subject, job.frame, { msgID: id, headers: job.headers });
       return ack.seq;
     } catch (err) {
       // a stream limit with discard new (max bytes, messages per subject) or a server out of resources: back off
@@ -319,6 +442,8 @@ export class JetshardClient {
 
   /** Stops listening for results; closes the NATS connection if this client opened it. */
   async close(): Promise<void> {
+    if (this.directTimer) clearInterval(this.directTimer);
+    this.directTimer = null;
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
       p.reject(new JobError("INTERNAL", `client closed before job ${id} finished`));

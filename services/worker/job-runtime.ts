@@ -12,14 +12,14 @@
  * A processor only parses, runs and publishes its kind of answer (inference.ts, nas-runner.ts, advisories.ts).
  */
 import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type Consumer, type ConsumerConfig, type ConsumerMessages, type JsMsg, type StoredMsg } from "@nats-io/jetstream";
-import type { MsgHdrs } from "@nats-io/transport-node";
+import { headers as natsHeaders, type Msg, type MsgHdrs, type Subscription } from "@nats-io/transport-node";
 import { deadLetter } from "#shared/dlq.js";
 import { readEnvelope, jobIdOf, type Envelope, type Priority } from "#shared/envelope.js";
 import { JobError, toJobError, type ErrorCode } from "#shared/errors.js";
 import { TERMINAL, casJob, getJob, newJobRecord, updateJob, type JobRecord } from "#shared/jobs.js";
 import type { Logger } from "#shared/log.js";
 import type { Infra } from "#shared/nats.js";
-import { STREAMS } from "#shared/subjects.js";
+import { HEADERS, STREAMS } from "#shared/subjects.js";
 import { backoffMs, decide, exhaustedError, type Decision, type Outcome, type RetryPolicy } from "./decide.js";
 import { Semaphore } from "./semaphore.js";
 
@@ -32,6 +32,8 @@ export interface Held {
   readonly seq: number;
   /** Delivery number, 1-based. */
   readonly attempt: number;
+  /** Epoch ms the message was stored in JOBS (the server's clock): where its queue time starts. Unset: not stored. */
+  readonly storedAt?: number;
   readonly env: Envelope;
   ack(): Promise<void>;
   nak(delayMs: number): Promise<void>;
@@ -112,6 +114,22 @@ export interface SourceSpec {
   restart: boolean;
 }
 
+/**
+ * A core NATS subscription (queue group) of sync requests that were not stored: the fast path. Each message is
+ * run like a JOBS message; one that cannot run here (no slot soon, a retry, the worker stopping) is handed over to
+ * JOBS, after which JetStream owns it. A request lost with this worker is re-sent by its caller (see the client).
+ */
+export interface DirectSpec {
+  /** Unique within the runtime, e.g. "model:0:direct". */
+  key: string;
+  subject: string;
+  queue: string;
+  /** The JOBS subject the message would have had: what the processor parses, and where a hand-over goes. */
+  jobSubject: string;
+  /** Requests waiting for a slot before more are handed over to JOBS. */
+  buffer: number;
+}
+
 /** What the lifecycle needs from its surroundings (shared by runtimes and the advisory handler). */
 export interface LifecycleDeps {
   infra: Infra;
@@ -134,6 +152,8 @@ export interface JobRuntime {
   readonly name: string;
   /** Starts consuming a source; throws when its consumer cannot be opened. A key already present is kept. */
   add(spec: SourceSpec): Promise<void>;
+  /** Starts taking direct (core NATS) requests. A key already present is kept. */
+  addDirect(spec: DirectSpec): void;
   /** Stops consuming a source; its messages in flight finish. */
   remove(key: string): Promise<void>;
   has(key: string): boolean;
@@ -200,6 +220,7 @@ export function holdMessage(m: JsMsg, keepAliveMs: number, pullsOpenUntil: () =>
     headers: m.headers,
     seq: m.seq,
     attempt: m.info.deliveryCount,
+    storedAt: m.time.getTime(),
     env: readEnvelope(m.headers),
     ack: () => answer(() => m.ack()),
     nak: async (delayMs) => {
@@ -230,12 +251,51 @@ export function holdStored(infra: Infra, sm: StoredMsg, deliveries: number): Hel
     headers: sm.header,
     seq: sm.seq,
     attempt: deliveries,
+    storedAt: sm.time.getTime(),
     env: readEnvelope(sm.header),
     ack: remove,
     term: remove,
     nak: async () => {
       throw new JobError("NATS_UNAVAILABLE", `job message ${sm.seq} could not be answered; will retry`, { retryable: true });
     },
+    working: () => undefined,
+  };
+}
+
+/**
+ * A direct (core NATS) request as a Held message. Nothing stores it, so answering it is a no-op; `nak` hands it
+ * over to JOBS under `jobSubject` (dedup id: the job id), from where any worker runs it with JetStream's
+ * redelivery and retries: its attempts start again there, and its backoff is JetStream's immediate delivery.
+ */
+export function holdDirect(infra: Infra, m: Msg, jobSubject: string, log: Logger): Held {
+  const env = readEnvelope(m.headers);
+  const handOver = async () => {
+    const h = m.headers ?? natsHeaders();
+    const id = env.jobId ?? env.msgId;
+    if (id) h.set(HEADERS.msgId, id);
+    try {
+      await infra.js.publish(jobSubject, m.data, { headers: h, ...(id ? { msgID: id } : {}) });
+    } catch (err) {
+      // the caller re-sends it (no answer and no JOBS copy): nothing else can be done from here
+      log.warn({ err, job: id }, "could not hand a direct request over to JOBS");
+    }
+  };
+  let answered = false;
+  const once = (fn: () => Promise<void>) => () => {
+    if (answered) return Promise.resolve();
+    answered = true;
+    return fn();
+  };
+  return {
+    subject: jobSubject,
+    data: m.data,
+    headers: m.headers,
+    seq: 0,
+    attempt: 1,
+    env,
+    ack: once(async () => undefined),
+    term: once(async () => undefined),
+    nak: once(handOver),
     working: () => undefined,
   };
 }
@@ -303,7 +363,7 @@ async function claimJob(deps: LifecycleDeps, job: JobRef, held: Held): Promise<T
         revision = rev;
       },
       // the terminal write does not depend on it: it falls back to read-and-decide on a stale revision
-      (err) => deps.log.warn({ err, jobId: job.id }, "could not record the job as running"),
+      (err) => deps.log.warn({ err, job: job.id }, "could not record the job as running"),
     );
   }, RUNNING_AFTER_MS);
   return {
@@ -355,7 +415,7 @@ async function runLifecycle<J extends JobRef, R>(deps: LifecycleDeps, processor:
   const envId = jobIdOf(held.env, held.seq);
   let child: Logger | undefined;
   // most jobs log nothing, and a child logger per job costs
-  const jlog = () => (child ??= deps.log.child({ jobId: envId, subject: held.subject, attempt: held.attempt }));
+  const jlog = () => (child ??= deps.log.child({ job: envId, subject: held.subject, attempt: held.attempt }));
   let job: J | undefined;
   let run: RunResult<R> | undefined;
   let outcome: Outcome;
@@ -439,6 +499,8 @@ async function settle<J extends JobRef, R>(deps: LifecycleDeps, processor: Proce
         s.opts.onResult?.("succeeded");
       }
       await held.ack();
+      // at debug, every step of a job leaves a record (`jetshard logs --job` follows it); cheap when off
+      if (deps.log.isLevelEnabled("debug")) s.jlog().debug("job step done");
       return left();
     }
     case "ack":
@@ -500,7 +562,7 @@ function modelOf(subject: string): string {
  */
 export async function finishStored<J extends JobRef, R>(deps: LifecycleDeps, processor: Processor<J, R>, held: Held, error: JobError): Promise<void> {
   let failure: unknown;
-  const log = deps.log.child({ jobId: jobIdOf(held.env, held.seq), subject: held.subject, attempt: held.attempt });
+  const log = deps.log.child({ job: jobIdOf(held.env, held.seq), subject: held.subject, attempt: held.attempt });
   await settle(deps, processor, held, {
     outcome: { kind: "failed", error },
     envId: jobIdOf(held.env, held.seq),
@@ -538,6 +600,8 @@ export function createJobRuntime(deps: JobRuntimeDeps): JobRuntime {
     failures: number;
   }
   const sources = new Map<string, Source>();
+  /** Direct subscriptions, and how many of their requests wait for a slot. */
+  const directs = new Map<string, { sub: Subscription; waiting: number; closing: AbortController }>();
   const isOff = (src: Source) => src.closed || stopping;
   /** Messages being handed back (their nak waits for our pulls to expire). */
   const handingBack = new Set<Promise<void>>();
@@ -578,11 +642,11 @@ export function createJobRuntime(deps: JobRuntimeDeps): JobRuntime {
   }
 
   /** Processes a held message in a slot already acquired; releases it when done. */
-  function dispatch(src: Source, held: Held): void {
+  function dispatch(priority: Priority, held: Held): void {
     active++;
     const p = runLifecycle(lifecycleDeps, deps.processor, held, {
       signal: abort.signal,
-      priority: src.spec.priority ?? "normal",
+      priority,
       stopping: () => stopping,
       onResult: (kind) => stats[kind]++,
     }).finally(() => {
@@ -619,7 +683,7 @@ export function createJobRuntime(deps: JobRuntimeDeps): JobRuntime {
             handingBack.add(p);
             continue;
           }
-          dispatch(src, held);
+          dispatch(spec.priority ?? "normal", held);
         }
         ended = new Error("the consumer's message stream ended");
       } catch (err) {
@@ -678,16 +742,62 @@ export function createJobRuntime(deps: JobRuntimeDeps): JobRuntime {
         handBack(src, m);
         return;
       }
-      dispatch(src, hold(src, m));
+      dispatch(spec.priority ?? "normal", hold(src, m));
     }
+  }
+
+  /** Takes one direct request: tells the caller who has it, then runs it in a free slot or hands it over to JOBS. */
+  function onDirect(spec: DirectSpec, d: { waiting: number; closing: AbortController }, m: Msg): void {
+    const held = holdDirect(deps.infra, m, spec.jobSubject, log);
+    if (stopping || d.closing.signal.aborted || d.waiting >= spec.buffer) {
+      const p = held.nak(0).finally(() => handingBack.delete(p));
+      handingBack.add(p);
+      return;
+    }
+    if (held.env.reply) deps.infra.nc.publish(held.env.reply, EMPTY, { headers: acceptedHeaders });
+    if (slots.tryAcquire(held.env.priority)) return dispatch(held.env.priority, held);
+    d.waiting++;
+    void slots.acquireUnless(d.closing.signal, held.env.priority).then((got) => {
+      d.waiting--;
+      if (!got || stopping) {
+        if (got) slots.release();
+        const p = held.nak(0).finally(() => handingBack.delete(p));
+        handingBack.add(p);
+        return;
+      }
+      dispatch(held.env.priority, held);
+    });
+  }
+  const EMPTY = new Uint8Array(0);
+  const acceptedHeaders = natsHeaders();
+  acceptedHeaders.set(HEADERS.accepted, deps.workerId);
+
+  async function closeDirect(key: string): Promise<void> {
+    const d = directs.get(key);
+    if (!d) return;
+    directs.delete(key);
+    d.closing.abort();
+    // requests already delivered to this subscription still arrive and are handed over (closing is aborted)
+    await d.sub.drain().catch(() => undefined);
   }
 
   return {
     name: deps.name,
     stats,
     busy: () => active,
-    has: (key) => sources.has(key),
-    keys: () => [...sources.keys()],
+    has: (key) => sources.has(key) || directs.has(key),
+    keys: () => [...sources.keys(), ...directs.keys()],
+    addDirect(spec) {
+      if (directs.has(spec.key) || stopping) return;
+      const d = { waiting: 0, closing: new AbortController(), sub: null as unknown as Subscription };
+      d.sub = deps.infra.nc.subscribe(spec.subject, {
+        queue: spec.queue,
+        callback: (err, m) => {
+          if (!err) onDirect(spec, d, m);
+        },
+      });
+      directs.set(spec.key, d);
+    },
     async add(spec) {
       if (sources.has(spec.key) || stopping) return;
       const consumer = await spec.open();
@@ -706,6 +816,7 @@ export function createJobRuntime(deps: JobRuntimeDeps): JobRuntime {
       }
     },
     async remove(key) {
+      if (directs.has(key)) return closeDirect(key);
       const src = sources.get(key);
       if (!src) return;
       sources.delete(key);
@@ -717,7 +828,7 @@ export function createJobRuntime(deps: JobRuntimeDeps): JobRuntime {
       abort.abort();
       const all = [...sources.values()];
       sources.clear();
-      await Promise.all(all.map(close));
+      await Promise.all([...all.map(close), ...[...directs.keys()].map(closeDirect)]);
       // what was running finishes or hands itself back; what had not started goes back once our pulls expired
       while (inflight.size + handingBack.size > 0) await Promise.allSettled([...inflight, ...handingBack]);
     },

@@ -3,6 +3,7 @@
  * or a v2 JSON request, what a script publishing straight to NATS may send), or a pipeline hop for shard i ≥ 1
  * (always a frame, its activations inline or behind a claim check in the object store).
  */
+import { decodeActivations } from "#shared/activation-codec.js";
 import { JobError } from "#shared/errors.js";
 import type { Infra } from "#shared/nats.js";
 import { jobIdOf } from "#shared/envelope.js";
@@ -32,16 +33,29 @@ export function formatOf(data: Uint8Array): WireFormat {
   return isFrame(data) ? "frame" : "json";
 }
 
-/** Parses a job for shard 0. Throws JobError (never retryable: a bad message stays bad). */
-export function parseJob(held: Held, model: string): Job {
+/** A claim-checked frame from the claims store (inputs or activations too big for one message). */
+async function fetchClaim(infra: Infra, claim: string): Promise<Uint8Array> {
+  const bytes = await infra.claims.getBlob(claim).catch((err) => {
+    throw new JobError("NATS_UNAVAILABLE", `could not fetch claim-checked tensors ${claim}: ${(err as Error).message}`, { retryable: true, cause: err });
+  });
+  if (!bytes) throw new JobError("INTERNAL", `tensors ${claim} are missing from the claims store`, { retryable: true });
+  return bytes;
+}
+
+/**
+ * Parses a job for shard 0, fetching claim-checked inputs. Throws JobError (a malformed message is never
+ * retryable: a bad message stays bad).
+ */
+export async function parseJob(held: Held, model: string, infra: Infra): Promise<Job> {
   const base = { model, stage: 0, entry: true } as const;
   if (isFrame(held.data)) {
-    const { meta, tensors } = decodeFrame(held.data);
+    let { meta, tensors } = decodeFrame(held.data);
     const parsed = JobMetaSchema.safeParse(meta);
     if (!parsed.success) throw new JobError("BAD_REQUEST", `job frame: ${zodMessage(parsed.error)}`);
     const j = parsed.data;
     if (j.model !== model) throw new JobError("BAD_REQUEST", `job frame names model "${j.model}" but was published for "${model}"`);
-    return { ...base, id: j.id, format: "frame", version: j.version, requestId: j.requestId, outputs: j.outputs, parameters: j.parameters, inputs: tensors, submittedAt: j.submittedAt };
+    if (j.claim) ({ tensors } = decodeFrame(await fetchClaim(infra, j.claim)));
+    return { ...base, id: j.id, format: "frame", version: j.version, requestId: j.requestId, outputs: j.outputs, parameters: j.parameters, inputs: tensors, submittedAt: j.submittedAt, claim: j.claim };
   }
   let body: unknown;
   try {
@@ -76,13 +90,9 @@ export async function parseStage(held: Held, model: string, stage: number, infra
   if (!parsed.success) throw new JobError("BAD_REQUEST", `stage frame: ${zodMessage(parsed.error)}`);
   const s = parsed.data;
   if (s.model !== model || s.stage !== stage) throw new JobError("BAD_REQUEST", `stage frame for ${s.model}:${s.stage} arrived at ${model}:${stage}`);
-  if (s.claim) {
-    const bytes = await infra.claims.getBlob(s.claim).catch((err) => {
-      throw new JobError("NATS_UNAVAILABLE", `could not fetch activations ${s.claim}: ${(err as Error).message}`, { retryable: true, cause: err });
-    });
-    if (!bytes) throw new JobError("INTERNAL", `activations ${s.claim} are missing from the claims store`, { retryable: true });
-    ({ tensors } = decodeFrame(bytes));
-  }
+  if (s.claim) ({ meta, tensors } = decodeFrame(await fetchClaim(infra, s.claim)));
+  // a claim-checked frame carries its own encoding (the header of the frame in the store, not of the message)
+  tensors = await decodeActivations(s.claim ? meta.encoding : s.encoding, tensors);
   return {
     id: s.id,
     model,

@@ -19,6 +19,15 @@ export class Semaphore {
     await new Promise<void>((r) => (priority === "high" ? this.high : this.normal).push(r));
   }
 
+  /** Takes a slot when one is free now (and no high-priority waiter goes first); false otherwise. */
+  tryAcquire(priority: "high" | "normal" = "normal"): boolean {
+    if (this.free > 0 && (priority === "high" || this.high.length === 0)) {
+      this.free--;
+      return true;
+    }
+    return false;
+  }
+
   /**
    * Like `acquire`, but gives up when `signal` aborts first. Resolves true when a slot was taken, false when not
    * (then there is nothing to release).
