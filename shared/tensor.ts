@@ -3,6 +3,7 @@
  * Converts JSON tensors (Open Inference Protocol v2) to typed arrays with validation, and back.
  */
 import { JobError, preview } from "./errors.js";
+import { float16BitsToFloat32, float32ToFloat16Bits } from "./float16.js";
 
 export const DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"] as const;
 export type Datatype = (typeof DATATYPES)[number];
@@ -172,41 +173,14 @@ function flatten(data: unknown, rank: number, expected: number, where: string, s
   return out;
 }
 
-/** float → IEEE half bits, round to nearest even. */
+/** float → IEEE half bits, round to nearest even (shared/float16.ts). */
 export function toHalf(v: number): number {
-  const f32 = new Float32Array(1);
-  const u32 = new Uint32Array(f32.buffer);
-  f32[0] = v;
-  const x = u32[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  let exp = ((x >>> 23) & 0xff) - 127 + 15;
-  let mant = x & 0x7fffff;
-  if (((x >>> 23) & 0xff) === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  if (exp >= 0x1f) return sign | 0x7c00;
-  if (exp <= 0) {
-    if (exp < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - exp;
-    let half = mant >> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && half & 1)) half++;
-    return sign | half;
-  }
-  let half = sign | (exp << 10) | (mant >> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++;
-  return half;
+  return float32ToFloat16Bits(v);
 }
 
-/** IEEE half bits → float. */
+/** IEEE half bits → float (exact). */
 export function fromHalf(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+  return float16BitsToFloat32(h);
 }
 
 /**

@@ -106,6 +106,30 @@ export const BatchingSchema = z.object({
 });
 export type Batching = z.infer<typeof BatchingSchema>;
 
+/** Lossless compression of the activations a pipelined model sends between its stages. */
+export const WIRE_COMPRESSIONS = ["none", "lz4"] as const;
+/** The float type FP32 activations travel as between stages ("fp16" is lossy: half precision). */
+export const WIRE_DTYPES = ["fp32", "fp16"] as const;
+
+/**
+ * How a model version's stages send activations to each other (set at upload; no effect on a model stored whole,
+ * nor on the caller's inputs or the final outputs). Absent on records written before the setting existed: read
+ * it through `wireOf`.
+ */
+export const WireSettingsSchema = z.object({
+  compression: z.enum(WIRE_COMPRESSIONS).default("none"),
+  dtype: z.enum(WIRE_DTYPES).default("fp32"),
+});
+export type WireSettings = z.infer<typeof WireSettingsSchema>;
+
+/** The wire settings of a version without any: plain FP32 tensors, uncompressed. */
+export const DEFAULT_WIRE: WireSettings = { compression: "none", dtype: "fp32" };
+
+/** A version's wire settings, the defaults when its record predates them. */
+export function wireOf(mv: { wire?: WireSettings }): WireSettings {
+  return mv.wire ?? DEFAULT_WIRE;
+}
+
 export const ModelVersionSchema = z.object({
   version: z.number().int().min(1),
   createdAt: z.string(),
@@ -117,6 +141,7 @@ export const ModelVersionSchema = z.object({
   shards: z.array(ShardInfoSchema).min(1),
   note: z.string().optional(),
   batching: BatchingSchema.optional(),
+  wire: WireSettingsSchema.optional(),
 });
 export type ModelVersion = z.infer<typeof ModelVersionSchema>;
 
@@ -143,8 +168,33 @@ export const JobMetaSchema = z.object({
   parameters: Parameters.optional(),
   /** Epoch ms when the job was accepted. */
   submittedAt: z.number().optional(),
+  /** Set when the inputs were too big for one message: the object (in the claims store) holding the whole frame. */
+  claim: z.string().optional(),
 });
 export type JobMeta = z.infer<typeof JobMetaSchema>;
+
+/**
+ * How a stage frame's activations are packed: the frame then carries one UINT8 tensor (`payload`) holding the
+ * tensors listed here, in order, each padded to 8 bytes, `bytes` in all, compressed as `compression` says ("lz4":
+ * one LZ4 block with its size prepended; see shared/activation-codec.ts). A tensor
+ * with `cast: "FP16"` is FP32 sent as FP16, cast back on receipt. The header stays plain JSON.
+ */
+export const ActivationEncodingSchema = z.strictObject({
+  compression: z.enum(WIRE_COMPRESSIONS),
+  /** Bytes of the packed tensors before compression (what the receiver allocates: checked against limits first). */
+  bytes: z.number().int().min(0),
+  tensors: z
+    .array(
+      z.strictObject({
+        name: TensorName,
+        datatype: DatatypeSchema,
+        shape: z.array(z.number().int().min(0).max(MAX_TENSOR_ELEMENTS)).max(MAX_RANK),
+        cast: z.literal("FP16").optional(),
+      }),
+    )
+    .max(MAX_TENSORS),
+});
+export type ActivationEncoding = z.infer<typeof ActivationEncodingSchema>;
 
 /** Metadata of a pipeline hop: the activations entering shard `stage` of a sharded model. */
 export const StageMetaSchema = z.object({
@@ -161,6 +211,8 @@ export const StageMetaSchema = z.object({
   submittedAt: z.number().optional(),
   /** Set when the activations were too big for one message: the object (in the claims store) holding the frame. */
   claim: z.string().optional(),
+  /** Set when the activations are packed (compressed and/or cast): see shared/activation-codec.ts. */
+  encoding: ActivationEncodingSchema.optional(),
 });
 export type StageMeta = z.infer<typeof StageMetaSchema>;
 
@@ -289,10 +341,10 @@ export const ShardStatsSchema = z.object({
   /** Requests (jobs) answered, succeeded and failed. */
   succeeded: z.number(),
   failed: z.number(),
-  /** Requests run vs ORT runs: inferences / executions is the mean batch size. */
+  /** Inferences (batch rows for models that batch, else 1 per request) vs ORT runs: their ratio is the mean batch size. */
   inferences: z.number(),
   executions: z.number(),
-  /** Summed ms waiting in the queue (publish to start) and computing. */
+  /** Summed ms waiting in the queue (stored in JetStream to execution start) and computing (input, ORT runs, output). */
   queueMs: z.number(),
   computeMs: z.number(),
   /** Bytes of job messages received and of results/activations sent onward. */

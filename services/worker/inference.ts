@@ -3,17 +3,19 @@
  * model allows), then either publishes the activations to the next shard or answers with the result.
  */
 import * as ort from "onnxruntime-node";
+import { encodeActivations } from "#shared/activation-codec.js";
 import type { JetshardConfig } from "#shared/config.js";
 import { parseJobSubject, writeEnvelope } from "#shared/envelope.js";
 import { JobError, toJobError } from "#shared/errors.js";
 import type { KvMirror } from "#shared/kv-mirror.js";
 import { pickVersion } from "#shared/model-repo.js";
 import type { Infra } from "#shared/nats.js";
+import type { ShardLabels, WorkerMetrics } from "#shared/metrics.js";
 import { encodeResult } from "#shared/results.js";
 import { subjects } from "#shared/subjects.js";
 import { datatypeFromOrt, ortType, type Tensor, type TypedArray } from "#shared/tensor.js";
 import { validateInputs, validateOutputs } from "#shared/validate.js";
-import { encodeFrame, type ModelRecord, type ResultMeta, type ShardInfo, type StageMeta } from "#shared/wire.js";
+import { encodeFrame, wireOf, type ModelRecord, type ResultMeta, type ShardInfo, type StageMeta } from "#shared/wire.js";
 import { Batcher, BatcherPool } from "./batcher.js";
 import { formatOf, parseJob, parseStage, type Job } from "./job.js";
 import { transient, type Held, type Processor } from "./job-runtime.js";
@@ -31,6 +33,16 @@ export interface InferenceDeps {
   cache: SessionCache;
   /** ONNX Runtime runs at once (a batch is one run). */
   runSlots: Semaphore;
+  /** Where requests, executions, timings and bytes are counted. */
+  metrics?: WorkerMetrics;
+}
+
+/** What a job's parse measured, for the metrics of its run. */
+interface Metered {
+  /** Seconds spent decoding (and fetching claim-checked tensors). */
+  inputS: number;
+  /** Epoch ms its queue time counts from: stored in JOBS, or received (a direct request). */
+  since: number;
 }
 
 /** What a last shard produced. */
@@ -45,11 +57,19 @@ export interface InferenceProcessor extends Processor<Job, InferenceResult> {
   batchers(): number;
 }
 
-export function createInferenceProcessor({ infra, workerId, models, cache, runSlots }: InferenceDeps): InferenceProcessor {
+export function createInferenceProcessor({ infra, workerId, models, cache, runSlots, metrics }: InferenceDeps): InferenceProcessor {
   const batchers = new BatcherPool(MAX_BATCHERS);
+  const metered = new WeakMap<Job, Metered>();
+  /** Metric labels of a job's shard; the version is the latest when the job names none. */
+  const labelsOf = (model: string, shard: number, version?: number): ShardLabels => ({
+    model,
+    version: String(version ?? models.get(model)?.latest ?? ""),
+    shard: String(shard),
+  });
 
   /** Runs one shard of a job; returns every output the shard produces (or the requested ones, on the last). */
   async function runShard(job: Job, rec: ModelRecord, priority: "high" | "normal", started: () => void): Promise<InferenceResult & { last: boolean }> {
+    const tIn = performance.now();
     const mv = pickVersion(rec, job.version);
     const shard = mv.shards[job.stage];
     if (!shard) throw new JobError("BAD_REQUEST", `model "${job.model}" version ${mv.version} has no shard ${job.stage}`);
@@ -65,20 +85,28 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
       if (!t) throw new JobError("BAD_REQUEST", `shard ${job.stage} of "${job.model}" needs tensor "${spec.name}", which the message lacks`);
       return t;
     });
-    const run = (ins: Tensor[]) => runOnce(shard, ins, names);
+    const batching = mv.batching ?? { maxBatchSize: 1, preferredBatchSizes: [], maxQueueDelayUs: 0 };
+    const labels = labelsOf(job.model, job.stage, mv.version);
+    const m = metered.get(job);
+    if (metrics && m) metrics.input(labels, m.inputS + (performance.now() - tIn) / 1000);
+    // Triton's queue time: until the execution carrying this request starts (slot, batcher and stream included)
+    const executing = () => {
+      if (metrics && m) metrics.queued(labels, (Date.now() - m.since) / 1000);
+    };
+    const run = (ins: Tensor[]) => runOnce(shard, ins, names, labels, batching.maxBatchSize > 1);
     const t0 = performance.now();
     try {
-      const batching = mv.batching ?? { maxBatchSize: 1, preferredBatchSizes: [], maxQueueDelayUs: 0 };
       let outputs: Tensor[];
       if (batching.maxBatchSize > 1) {
         const key = `${shard.digest}|${names.join(",")}|${batching.maxBatchSize}|${batching.maxQueueDelayUs}|${batching.preferredBatchSizes.join(",")}`;
         // a batch's start is the batcher's to pick: the job counts as started when it joins
         started();
-        outputs = await batchers.get(key, () => new Batcher(batching, runSlots, run)).submit(inputs, priority);
+        outputs = await batchers.get(key, () => new Batcher(batching, runSlots, run)).submit(inputs, priority, executing);
       } else {
         await runSlots.acquire(priority);
         try {
           started();
+          executing();
           outputs = await run(inputs);
         } finally {
           runSlots.release();
@@ -90,11 +118,16 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
     }
   }
 
-  /** One ORT run of a shard on ordered inputs; returns the named outputs. */
-  async function runOnce(shard: ShardInfo, inputs: Tensor[], names: string[]): Promise<Tensor[]> {
+  /**
+   * One ORT run of a shard on ordered inputs; returns the named outputs. Counted as one execution carrying the
+   * batch's rows as inferences when the model batches (else one), as Triton counts them.
+   */
+  async function runOnce(shard: ShardInfo, inputs: Tensor[], names: string[], labels: ShardLabels, batched: boolean): Promise<Tensor[]> {
+    const t0 = performance.now();
     const feeds: Record<string, ort.Tensor> = {};
     for (const t of inputs) feeds[t.name] = new ort.Tensor(ortType(t.datatype) as ort.Tensor.Type, t.data as never, t.shape);
     const out = await cache.use(shard, (session) => session.run(feeds, names));
+    metrics?.executed(labels, batched ? (inputs[0]?.shape[0] ?? 1) : 1, (performance.now() - t0) / 1000);
     return names.map((name) => {
       const t = out[name];
       if (!t) throw new JobError("INFERENCE_FAILED", `model produced no output "${name}"`);
@@ -104,8 +137,8 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
     });
   }
 
-  /** Publishes the activations for the next shard; big ones go through the claims object store. */
-  async function forward(job: Job, held: Held, version: number, outputs: Tensor[]): Promise<void> {
+  /** Publishes the activations for the next shard; big ones go through the claims object store. Returns the bytes sent. */
+  async function forward(job: Job, held: Held, version: number, outputs: Tensor[]): Promise<number> {
     const next = job.stage + 1;
     const meta: StageMeta = {
       kind: "stage",
@@ -119,9 +152,14 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
       ...(job.parameters ? { parameters: job.parameters } : {}),
       ...(job.submittedAt ? { submittedAt: job.submittedAt } : {}),
     };
-    let body = encodeFrame(meta, outputs);
+    // the version's wire settings may compress the activations and/or send FP32 as FP16 (shared/activation-codec.ts)
+    const wire = wireOf(models.get(job.model)?.versions.find((v) => v.version === version) ?? {});
+    const packed = await encodeActivations(outputs, wire);
+    let body = encodeFrame(packed.encoding ? { ...meta, encoding: packed.encoding } : meta, packed.tensors);
+    let claimed = 0;
     const maxPayload = infra.nc.info?.max_payload ?? 1024 * 1024;
     if (body.byteLength > maxPayload - 16 * 1024) {
+      claimed = body.byteLength;
       const claim = `${job.id}.${next}`;
       await infra.claims.putBlob({ name: claim, options: { max_chunk_size: Math.min(1024 * 1024, maxPayload - 16 * 1024) } }, body);
       body = encodeFrame({ ...meta, claim }, []);
@@ -137,6 +175,7 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
       tenant: env.tenant,
     });
     await infra.js.publish(subjects.stage(job.model, next), body, { headers });
+    return claimed + body.byteLength;
   }
 
   return {
@@ -145,24 +184,45 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
     reportsStart: true,
     batchers: () => batchers.size,
 
-    parse(held) {
+    async parse(held) {
+      const receivedAt = Date.now();
       const s = parseJobSubject(held.subject);
       if (!s || s.kind === "nas") throw new JobError("BAD_REQUEST", `subject ${held.subject} is not an inference subject`);
-      return s.kind === "infer" ? parseJob(held, s.model) : parseStage(held, s.model, s.stage, infra);
+      const shard = s.kind === "infer" ? 0 : s.stage;
+      metrics?.transferred({ model: s.model, shard: String(shard) }, "in", held.data.byteLength);
+      const t0 = performance.now();
+      const job = await (s.kind === "infer" ? parseJob(held, s.model, infra) : parseStage(held, s.model, s.stage, infra));
+      if (job.claim) metrics?.transferred({ model: s.model, shard: String(shard) }, "in", job.inputs.reduce((n, t) => n + t.data.byteLength, 0));
+      metered.set(job, { inputS: (performance.now() - t0) / 1000, since: held.storedAt ?? receivedAt });
+      return job;
     },
 
     async run(job, ctx) {
       const rec = models.get(job.model);
       if (!rec) throw new JobError("MODEL_NOT_FOUND", `model "${job.model}" is not in the repository`);
-      const r = await runShard(job, rec, ctx.priority, ctx.started);
-      if (!r.last) {
-        await transient(() => forward(job, ctx.held, r.version, r.outputs), "publishing to the next shard");
-        return { kind: "succeeded" };
+      const where = { model: job.model, shard: String(job.stage) };
+      metrics?.held(where);
+      try {
+        const r = await runShard(job, rec, ctx.priority, ctx.started);
+        if (!r.last) {
+          const t0 = performance.now();
+          const sent = await transient(() => forward(job, ctx.held, r.version, r.outputs), "publishing to the next shard");
+          if (metrics) {
+            const labels = labelsOf(job.model, job.stage, r.version);
+            metrics.output(labels, (performance.now() - t0) / 1000);
+            metrics.transferred(where, "out", sent);
+            metrics.succeeded(labels);
+          }
+          return { kind: "succeeded" };
+        }
+        return { kind: "succeeded", result: { outputs: r.outputs, version: r.version, computeMs: r.computeMs }, record: { version: r.version } };
+      } finally {
+        metrics?.released(where);
       }
-      return { kind: "succeeded", result: { outputs: r.outputs, version: r.version, computeMs: r.computeMs }, record: { version: r.version } };
     },
 
     async publish(final, held) {
+      const t0 = performance.now();
       const { env } = held;
       const s = parseJobSubject(held.subject);
       const model = final.job?.model ?? (s && s.kind !== "nas" ? s.model : "unknown");
@@ -175,6 +235,19 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
       // a sync caller waiting on its reply subject needs no stored copy: that saves a JetStream write per request
       const replyOnly = env.reply && !env.track && env.replyOnly;
       if (!replyOnly) await infra.js.publish(subjects.result(final.jobId), body, { msgID: `result-${env.msgId || final.jobId}` });
+      if (metrics && s && s.kind !== "nas") {
+        // a message that could not be parsed is counted under its subject's model, version unknown
+        const shard = final.job?.stage ?? (s.kind === "stage" ? s.stage : 0);
+        const labels = labelsOf(s.model, shard, final.ok ? final.result.version : final.job?.version);
+        if (!final.job) labels.version = "";
+        metrics.transferred({ model: s.model, shard: String(shard) }, "out", body.byteLength);
+        if (final.ok) {
+          metrics.output(labels, (performance.now() - t0) / 1000);
+          metrics.succeeded(labels);
+        } else {
+          metrics.failed(labels, final.error.code);
+        }
+      }
     },
 
     async settled(job) {

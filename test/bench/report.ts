@@ -10,6 +10,7 @@ import { JOB_SYSTEM_LABELS, JOB_SYSTEMS, type JobRow, type JobRun, type JobsRepo
 import type { LoadResult } from "./load.js";
 import type { MachineInfo } from "./machine.js";
 import type { ModelName } from "./models.js";
+import { renderWire, type WireReport } from "./wire.js";
 
 /** One HTTP configuration at one concurrency. */
 export interface HttpRow {
@@ -55,7 +56,7 @@ export interface Report {
   codeAtEnd: string;
   mode: "full" | "quick";
   /** The sections this run measured: "http" (in-process, plain server, sync infer) and/or "jobs" (job queues). */
-  sections: Array<"http" | "jobs">;
+  sections: Array<"http" | "jobs" | "wire">;
   /** What this run left out, and why. */
   skipped: string[];
   machine: MachineInfo;
@@ -65,6 +66,8 @@ export interface Report {
   targets: TargetCheck[];
   /** The job-queue section; null when it did not run. */
   jobs: JobsReport | null;
+  /** The wire section (bytes per hop and latency per wire setting); null or absent when it did not run. */
+  wire?: WireReport | null;
   /** Per jetshard stack: each worker's shards and processed/failed counts at the end of its runs. */
   deployments: Record<string, string[]>;
   /** Behaviour of jetshard noticed while setting up, outside any one measurement. */
@@ -232,6 +235,7 @@ export function renderMarkdown(r: Report): string {
     }
   }
   if (r.jobs) renderJobs(r.jobs, out);
+  if (r.wire) out.push(...renderWire(r.wire));
 
   const logged = Object.entries(r.logs).flatMap(([stack, procs]) =>
     Object.entries(procs)

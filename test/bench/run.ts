@@ -17,13 +17,16 @@ import { codeFingerprint, describeMachine } from "./machine.js";
 import { buildModel, MODEL_SPECS, type BenchModel, type ModelName } from "./models.js";
 import { checkTargets, fillRatios, renderMarkdown, writeReport, type HttpRow, type InProcessRow, type Report } from "./report.js";
 import { HEARTBEAT_MS, inferUrl, prime, ROOT, startJetshard, startPlainServer, type JetshardStack } from "./systems.js";
+import { runWireSection, type WireReport } from "./wire.js";
 
 const HELP = `Usage: npm run bench [-- options]
 
   --quick            small model only, short runs, fewer jobs: about 3 minutes, under 2 with one section
                      (also: npm run bench --quick)
-  --section NAME     run only one section: http (in-process, plain server, jetshard sync infer) or jobs (the
-                     job-queue comparison: BullMQ + Redis, raw JetStream, jetshard async jobs); default both
+  --section NAME     run only one section: http (in-process, plain server, jetshard sync infer), jobs (the
+                     job-queue comparison: BullMQ + Redis, raw JetStream, jetshard async jobs) or wire (mid,
+                     2 shards: bytes per hop and latency with activations uncompressed, lz4, lz4 + fp16);
+                     default all (wire is left out of --quick unless named)
   --models LIST      comma-separated models to run: small,mid (default both)
   --duration S       measured seconds per load run (default 10; quick 3)
   --warmup S         discarded warmup seconds before each load run (default 2; quick 1)
@@ -47,7 +50,7 @@ const DEPLOYMENTS = [
 ] as const;
 const REQUEST_TIMEOUT_S = 30;
 /** The report's sections, in the order they run. */
-const SECTIONS = ["http", "jobs"] as const;
+const SECTIONS = ["http", "jobs", "wire"] as const;
 type Section = (typeof SECTIONS)[number];
 /** How long a model may take to answer its first requests (mid: fetched from the object store, then loaded). */
 const primeTimeoutMs = (m: BenchModel) => (m.name === "mid" ? 180_000 : 60_000);
@@ -153,7 +156,7 @@ async function main(): Promise<number> {
   const machine = describeMachine(ROOT);
   const skipped: string[] = [];
   const httpSection = opts.sections.includes("http");
-  if (!httpSection) skipped.push("the HTTP section (--section jobs): no in-process, plain server or sync infer runs, targets not checked");
+  if (!httpSection) skipped.push(`the HTTP section (--section ${opts.sections.join(",")}): no in-process, plain server or sync infer runs, targets not checked`);
   else if (opts.quick) {
     skipped.push(
       `quick mode: only ${opts.models.join(", ")} (the mid target is not checked), no 2-shard run with batching off, ${opts.durationS} s runs after ${opts.warmupS} s warmup instead of 10 s after 2 s`,
@@ -161,7 +164,7 @@ async function main(): Promise<number> {
   } else if (!opts.models.includes("mid")) {
     skipped.push("model mid (--models)");
   }
-  if (!opts.sections.includes("jobs")) skipped.push("the job-queue section (--section http)");
+  if (!opts.sections.includes("jobs")) skipped.push(`the job-queue section (--section ${opts.sections.join(",")})`);
   else if (opts.quick) skipped.push(`quick mode, job queues: ${opts.jobs} jobs per cell instead of ${DEFAULT_JOBS.full}`);
   const inProcess: InProcessRow[] = [];
   const http: HttpRow[] = [];
@@ -332,6 +335,20 @@ async function main(): Promise<number> {
     }
   }
 
+  let wire: WireReport | null = null;
+  // mid only (small's activations are too small to pack); a quick run measures it only when asked by name
+  if (opts.sections.includes("wire") && !(opts.quick && opts.sections.length > 1)) {
+    try {
+      const model = await buildModel("mid", tmp);
+      wire = await runWireSection({ model, durationS: opts.durationS, warmupS: opts.warmupS, say });
+      failures += wire.failures;
+    } catch (err) {
+      failures++;
+      skipped.push(`the wire section, which failed: ${errMsg(err)}`);
+      say(`wire: failed: ${errMsg(err)}`);
+    }
+  } else if (opts.quick) skipped.push("the wire section (quick mode; --section wire runs it)");
+
   fillRatios(http);
   const report: Report = {
     startedAt: startedAt.toISOString(),
@@ -360,6 +377,7 @@ async function main(): Promise<number> {
     http,
     targets: httpSection ? checkTargets(http) : [],
     jobs,
+    wire,
     observations,
     deployments,
     logs,
