@@ -9,9 +9,12 @@ import os from "node:os";
 import { nuid, type NatsConnection } from "@nats-io/transport-node";
 import type { JetshardConfig } from "#shared/config.js";
 import type { Logger } from "#shared/log.js";
+import { attachLogs } from "#shared/logs.js";
 import { NasStore } from "#shared/nas/store.js";
 import { ExperimentRecordSchema, type ExperimentRecord } from "#shared/nas/wire.js";
+import { ControllerMetrics, createRegistry } from "#shared/metrics.js";
 import { connectNats, openInfra, type Infra } from "#shared/nats.js";
+import { startOpsServer, type OpsServer, type Readiness } from "#shared/ops-server.js";
 import { ExperimentDriver } from "./experiment-driver.js";
 import { Lease } from "./lease.js";
 
@@ -23,7 +26,14 @@ export interface Controller {
   stop(): Promise<void>;
   /** Ids of the experiments it drives now. */
   driving(): string[];
+  /** The bound port of its ops listener (/metrics, /health/live, /health/ready); null while not listening or off. */
+  opsPort(): number | null;
+  /** What /health/ready answers now. */
+  readiness(): Readiness;
 }
+
+/** The controller's version, as its metrics report it. */
+export const CONTROLLER_VERSION = "0.1.0";
 
 export interface ControllerDeps {
   config: JetshardConfig;
@@ -51,6 +61,16 @@ export function createController({ config, log: rootLog, nc: givenNc }: Controll
   let tick: NodeJS.Timeout | null = null;
   let stopWatch: (() => void) | null = null;
   let stopping = false;
+  let ops: OpsServer | null = null;
+  let watching = false;
+  let natsDown = false;
+
+  function readiness(): Readiness {
+    if (stopping) return { ready: false, reason: "stopping" };
+    if (!nc || natsDown || nc.isClosed()) return { ready: false, reason: "not connected to NATS" };
+    if (!watching) return { ready: false, reason: "not watching the experiments bucket yet" };
+    return { ready: true };
+  }
 
   async function tryDrive(exp: string): Promise<void> {
     if (stopping || drivers.has(exp) || acquiring.has(exp) || (cooldown.get(exp) ?? 0) > Date.now()) return;
@@ -101,12 +121,33 @@ export function createController({ config, log: rootLog, nc: givenNc }: Controll
   return {
     id,
     driving: () => [...drivers.keys()],
+    readiness,
+    opsPort: () => ops?.port ?? null,
     async start() {
+      const registry = createRegistry("controller", CONTROLLER_VERSION);
+      new ControllerMetrics(registry, {
+        driven: () =>
+          [...drivers.keys()].map((exp) => {
+            const p = known.get(exp)?.progress;
+            const counts: Record<string, number> = p ? { queued: p.queued, running: p.running, succeeded: p.succeeded, failed: p.failed, early_stopped: p.early_stopped } : {};
+            return { experiment: exp, counts };
+          }),
+      });
+      if (config.ops.http) ops = await startOpsServer({ host: config.ops.host, port: config.ops.port, registry, ready: readiness, log, service: "controller" });
       nc = givenNc ?? (await connectNats(config, `jetshard-controller-${id}`, log));
-      infra = await openInfra(nc, { workerTtlMs: config.workerTtlMs, resultRetentionMs: config.resultRetentionMs });
+      const conn = nc;
+      void (async () => {
+        for await (const st of conn.status()) {
+          if (st.type === "disconnect" || st.type === "staleConnection") natsDown = true;
+          else if (st.type === "reconnect") natsDown = false;
+        }
+      })();
+      attachLogs(rootLog, nc);
+      infra = await openInfra(nc, { workerTtlMs: config.workerTtlMs, resultRetentionMs: config.resultRetentionMs, replicas: config.replicas });
       store = await NasStore.open(infra);
       // experiment ids are single tokens, so "*" leaves out the lease.<exp> keys
       const watch = await store.experiments.watch({ key: "*" });
+      watching = true;
       stopWatch = () => watch.stop();
       void (async () => {
         for await (const e of watch) {
@@ -118,7 +159,9 @@ export function createController({ config, log: rootLog, nc: givenNc }: Controll
           if (r.success) onRecord(e.key, r.data);
           else log.warn({ key: e.key }, "ignoring a malformed experiment record");
         }
-      })().catch((err) => log.error({ err }, "experiment watch ended"));
+      })()
+        .catch((err) => log.error({ err }, "experiment watch ended"))
+        .finally(() => (watching = false));
       const every = Math.max(100, Math.floor(config.controllerLeaseMs / 3));
       let ticking = false;
       tick = setInterval(() => {
@@ -137,6 +180,7 @@ export function createController({ config, log: rootLog, nc: givenNc }: Controll
       stopWatch?.();
       await Promise.all([...drivers.values()].map((d) => d.halt("controller stopping", true)));
       if (!givenNc) await nc?.drain().catch(() => undefined);
+      await ops?.close();
       log.info("controller stopped");
     },
   };

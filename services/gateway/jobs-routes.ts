@@ -19,6 +19,7 @@ import { readJson } from "./body.js";
 import { canAccess, type Principal } from "#shared/auth.js";
 import type { GatewayEnv } from "./auth.js";
 import type { QueuedJobQuota } from "./quotas.js";
+import type { GatewayMetrics } from "#shared/metrics.js";
 
 const SubmitSchema = z.object({
   model: z.string().min(1),
@@ -40,9 +41,11 @@ export interface JobRoutesDeps {
   lookupModel: (name: string) => Promise<ModelRecord>;
   /** Per-tenant cap on unfinished async jobs; none when authentication is off (one tenant). */
   quota?: QueuedJobQuota;
+  /** Counts accepted jobs (jetshard_jobs_submitted_total). */
+  metrics?: Pick<GatewayMetrics, "jobSubmitted">;
 }
 
-export function jobRoutes({ config, log, infra, client, lookupModel, quota }: JobRoutesDeps) {
+export function jobRoutes({ config, log, infra, client, lookupModel, quota, metrics }: JobRoutesDeps) {
   const app = new Hono<GatewayEnv>();
   let watchers = 0;
   const notFound = (id: string) => new JobError("JOB_NOT_FOUND", `job "${id}" not found (finished jobs are kept ${config.resultRetentionMs / 1000} s)`);
@@ -91,7 +94,8 @@ export function jobRoutes({ config, log, infra, client, lookupModel, quota }: Jo
     });
     if (!sub.replayed) {
       quota?.add(tenant, sub.id);
-      log.debug({ jobId: sub.id, model: req.model, tenant }, "job queued");
+      metrics?.jobSubmitted(rec.name);
+      log.debug({ job: sub.id, model: req.model, tenant }, "job queued");
     }
     c.header("Location", `/v1/jobs/${sub.id}`);
     if (sub.replayed) c.header("Idempotent-Replayed", "true");
@@ -133,7 +137,7 @@ export function jobRoutes({ config, log, infra, client, lookupModel, quota }: Jo
     const id = c.req.param("id");
     await ownJob(c.get("principal"), id);
     const was = await cancelJob(infra, id);
-    log.info({ jobId: id, was }, "job cancelled");
+    log.info({ job: id, was }, "job cancelled");
     return c.json({ id, status: "cancelled", was });
   });
 
@@ -144,7 +148,7 @@ export function jobRoutes({ config, log, infra, client, lookupModel, quota }: Jo
 
   app.post("/dead-letters/:id/replay", async (c) => {
     const e = await replayJob(infra, c.req.param("id"), ownDeadLetter(c.get("principal")));
-    log.info({ jobId: e.id }, "dead letter replayed");
+    log.info({ job: e.id }, "dead letter replayed");
     return c.json({ id: e.id, status: "queued", replayed: true }, 202);
   });
 

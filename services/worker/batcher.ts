@@ -24,6 +24,8 @@ interface Pending {
   inputs: Tensor[];
   rows: number;
   enqueuedAt: number;
+  /** Called when the execution carrying this request starts (for its queue time). */
+  onStart?: () => void;
   resolve: (out: Tensor[]) => void;
   reject: (err: unknown) => void;
 }
@@ -75,27 +77,31 @@ export class Batcher {
     return this.queues.size === 0 && !this.waitingForSlot && this.running === 0;
   }
 
-  /** Queues one request (inputs in the shard's input order, all with the batch as dim 0) and resolves with its outputs. */
-  submit(inputs: Tensor[], priority: "high" | "normal" = "normal"): Promise<Tensor[]> {
+  /**
+   * Queues one request (inputs in the shard's input order, all with the batch as dim 0) and resolves with its outputs.
+   * `onStart` is called when the execution carrying it starts.
+   */
+  submit(inputs: Tensor[], priority: "high" | "normal" = "normal", onStart?: () => void): Promise<Tensor[]> {
     const rows = inputs[0]?.shape[0] ?? 1;
     if (rows >= this.cfg.maxBatchSize || inputs.some((t) => t.shape.length === 0 || t.shape[0] !== rows)) {
       // too big to join anything, or not batchable: run alone
-      return this.runAlone(inputs, priority);
+      return this.runAlone(inputs, priority, onStart);
     }
     return new Promise((resolve, reject) => {
       const key = signature(inputs);
       let q = this.queues.get(key);
       if (!q) this.queues.set(key, (q = []));
-      q.push({ high: priority === "high", inputs, rows, enqueuedAt: performance.now(), resolve, reject });
+      q.push({ high: priority === "high", inputs, rows, enqueuedAt: performance.now(), onStart, resolve, reject });
       this.schedule();
     });
   }
 
-  private async runAlone(inputs: Tensor[], priority: "high" | "normal"): Promise<Tensor[]> {
+  private async runAlone(inputs: Tensor[], priority: "high" | "normal", onStart?: () => void): Promise<Tensor[]> {
     this.running++;
     try {
       await this.slots.acquire(priority);
       try {
+        onStart?.();
         return await this.run(inputs);
       } finally {
         this.slots.release();
@@ -184,6 +190,7 @@ export class Batcher {
     this.stats.requests += batch.length;
     const rows = batch.map((p) => p.rows);
     this.stats.maxRows = Math.max(this.stats.maxRows, rows.reduce((a, b) => a + b, 0));
+    for (const p of batch) p.onStart?.();
     if (batch.length === 1) {
       const p = batch[0]!;
       await this.run(p.inputs).then(p.resolve, p.reject);

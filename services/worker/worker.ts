@@ -6,18 +6,22 @@
  * (job-runtime.ts), which answers every message exactly once.
  */
 import os from "node:os";
-import { nuid, type NatsConnection } from "@nats-io/transport-node";
+import { nuid, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import * as ort from "onnxruntime-node";
 import type { JetshardConfig } from "#shared/config.js";
 import { parseJobSubject } from "#shared/envelope.js";
 import { KvMirror } from "#shared/kv-mirror.js";
 import type { Logger } from "#shared/log.js";
+import { attachLogs } from "#shared/logs.js";
+import { WorkerMetrics, createRegistry } from "#shared/metrics.js";
 import { connectNats, openInfra, type Infra } from "#shared/nats.js";
-import { STREAMS, consumerName, highConsumerName, subjects } from "#shared/subjects.js";
+import { startOpsServer, type OpsServer, type Readiness } from "#shared/ops-server.js";
+import { ResourceSampler } from "#shared/resources.js";
+import { STREAMS, consumerName, directQueue, highConsumerName, subjects } from "#shared/subjects.js";
 import { ModelRecordSchema, WorkerInfoSchema, isLive, type ModelRecord, type WorkerInfo } from "#shared/wire.js";
 import { createAdvisoryProcessor, type AdvisoryProcessor } from "./advisories.js";
 import { retryPolicy } from "./decide.js";
-import { detectDevice, executionProviders, type DeviceInfo } from "./device.js";
+import { detectDevice, sessionProviders, type DeviceInfo } from "./device.js";
 import { createInferenceProcessor, type InferenceProcessor } from "./inference.js";
 import { createJobRuntime, jobConsumerConfig, openConsumer, type JobRuntime } from "./job-runtime.js";
 import { createTrialProcessor, createTrialRunner, type TrialProcessor, type TrialRunner } from "./nas-runner.js";
@@ -40,6 +44,10 @@ export interface Worker {
   /** Drains: stops fetching, finishes in-flight jobs, deregisters, closes the connection. */
   stop(): Promise<void>;
   info(): WorkerInfo;
+  /** The bound port of its ops listener (/metrics, /health/live, /health/ready); null while not listening or off. */
+  opsPort(): number | null;
+  /** What /health/ready answers now. */
+  readiness(): Readiness;
 }
 
 /** A shard whose consume loop ended on its own is picked again (and its consumer re-created) after this long. */
@@ -49,8 +57,11 @@ function sanitizeKey(s: string): string {
   return s.replace(/[^A-Za-z0-9_-]/g, "-").slice(0, 40) || "host";
 }
 
-/** Runtime source keys of a shard: shard 0 has a second consumer for high-priority jobs. */
-const sourceKeys = (key: string, index: number) => (index === 0 ? [`${key}:high`, key] : [key]);
+/**
+ * Runtime source keys of a shard: shard 0 has a second consumer for high-priority jobs, and takes direct (core
+ * NATS) sync requests.
+ */
+const sourceKeys = (key: string, index: number) => (index === 0 ? [`${key}:high`, key, `${key}:direct`] : [key]);
 
 export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps): Worker {
   const id = `w-${sanitizeKey(os.hostname())}-${nuid.next().slice(-8).toLowerCase()}`;
@@ -75,7 +86,24 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
   let trials: TrialRunner | null = null;
   let advisories: AdvisoryProcessor | null = null;
   let stopping = false;
+  let pingSub: Subscription | null = null;
+  let ops: OpsServer | null = null;
+  let metrics: WorkerMetrics | null = null;
+  let sampler: ResourceSampler | null = null;
+  /** Readiness: the connection is up, the last heartbeat was stored, and every shard placement wants is served. */
+  let natsDown = false;
+  let registered = false;
+  let wanted = new Set<string>();
   const startedAt = new Date().toISOString();
+
+  function readiness(): Readiness {
+    if (stopping) return { ready: false, reason: "draining" };
+    if (!nc || natsDown || nc.isClosed()) return { ready: false, reason: "not connected to NATS" };
+    if (!registered) return { ready: false, reason: "not registered in the workers bucket" };
+    const missing = [...wanted].filter((k) => !serving.has(k));
+    if (missing.length) return { ready: false, reason: `not serving shard(s) ${missing.sort().join(", ")} yet` };
+    return { ready: true };
+  }
 
   function info(): WorkerInfo {
     const shards = [...serving.keys()].sort();
@@ -94,6 +122,8 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       processed: runtime?.stats.succeeded ?? 0,
       failed: runtime?.stats.failed ?? 0,
       concurrency: config.workerConcurrency,
+      ...(sampler?.latest() ? { resources: sampler.latest() } : {}),
+      ...(metrics ? { stats: metrics.shardStats() } : {}),
       startedAt,
       updatedAt: Date.now(),
     };
@@ -102,7 +132,9 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
   async function register(): Promise<void> {
     try {
       await infra.workers.put(id, JSON.stringify(info()));
+      registered = true;
     } catch (err) {
+      registered = false;
       log.warn({ err }, "heartbeat failed");
     }
   }
@@ -116,6 +148,12 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
     const buffer = batches ? Math.min(concurrency, 256) : Math.max(2, config.workerConcurrency * 2);
     try {
       for (const source of sourceKeys(key, index)) {
+        if (source.endsWith(":direct")) {
+          runtime.addDirect({ key: source, subject: subjects.direct(model), queue: directQueue(model), jobSubject: subjects.infer(model), buffer: concurrency });
+          // the server knows the subscription once flushed: before that, requests get "no responders"
+          await nc.flush();
+          continue;
+        }
         const high = source.endsWith(":high");
         const name = high ? highConsumerName(model) : consumerName(model, index);
         const filterSubject = high ? subjects.inferHigh(model) : index === 0 ? subjects.infer(model) : subjects.stage(model, index);
@@ -149,7 +187,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
    * the shard now, and pick again shortly (re-creating the consumer when the shard is still wanted).
    */
   function onSourceEnded(source: string): void {
-    const key = source.replace(/:high$/, "");
+    const key = source.replace(/:(high|direct)$/, "");
     if (stopping || !serving.has(key)) return;
     void stopServing(key)
       .then(register)
@@ -179,6 +217,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
         filter,
       });
       const wantKeys = new Set(want.map((s) => shardKey(s.model, s.index)));
+      wanted = wantKeys;
       let changed = false;
       for (const key of [...serving.keys()]) {
         if (!wantKeys.has(key)) {
@@ -200,13 +239,36 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
   return {
     id,
     info,
+    readiness,
+    opsPort: () => ops?.port ?? null,
     async start() {
+      const registry = createRegistry("worker", VERSION);
+      sampler = new ResourceSampler({ intervalMs: config.ops.resourceSampleMs, nvidiaSmi: config.gpu.nvidiaSmi });
+      metrics = new WorkerMetrics(registry, { resources: () => sampler?.latest(), inFlight: () => info().inFlight, shards: () => serving.size });
+      // first, so that probes get an answer (503, saying why) while the worker starts
+      if (config.ops.http) ops = await startOpsServer({ host: config.ops.host, port: config.ops.port, registry, ready: readiness, log, service: "worker" });
+      try {
+        // before connecting: a GPU id that is not there stops the worker before it touches NATS
+        device = await detectDevice(config.device, log, { id: config.gpu.id, nvidiaSmi: config.gpu.nvidiaSmi });
+        log.info({ device }, `device: ${device.note}`);
+        await sampler.start();
+      } catch (err) {
+        await ops?.close();
+        ops = null;
+        throw err;
+      }
       nc = givenNc ?? (await connectNats(config, `jetshard-worker-${id}`, log));
+      attachLogs(rootLog, nc);
+      void (async () => {
+        // nats.js keeps a dropped connection open while it reconnects: isClosed() alone reads "connected" throughout
+        for await (const st of nc.status()) {
+          if (st.type === "disconnect" || st.type === "staleConnection") natsDown = true;
+          else if (st.type === "reconnect") natsDown = false;
+        }
+      })();
       infra = await openInfra(nc, config);
-      device = await detectDevice(config.device, log);
-      log.info({ device }, `device: ${device.note}`);
       const sessionOptions: ort.InferenceSession.SessionOptions = {
-        executionProviders: executionProviders(device) as never,
+        executionProviders: sessionProviders(device),
         graphOptimizationLevel: "all",
         ...(config.ortSpin ? {} : { extra: { session: { intra_op: { allow_spinning: "0" }, inter_op: { allow_spinning: "0" } } } }),
         ...(config.ortIntraOpThreads > 0 ? { intraOpNumThreads: config.ortIntraOpThreads } : {}),
@@ -217,7 +279,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       peers = new KvMirror(infra.workers, WorkerInfoSchema, log);
       await Promise.all([models.start(), peers.start()]);
       const policy = retryPolicy(config);
-      inference = createInferenceProcessor({ infra, config, workerId: id, models, cache, runSlots });
+      inference = createInferenceProcessor({ infra, config, workerId: id, models, cache, runSlots, metrics });
       runtime = createJobRuntime({ name: "inference", infra, log, workerId: id, policy, ackWaitMs: config.ackWaitMs, concurrency, processor: inference, onSourceEnded });
       if (config.nasEnabled || config.nasOnly) trials = createTrialRunner({ infra, config, log, workerId: id, device });
       // a job of any kind may run out of deliveries: its processor answers it, even where it is not evaluated
@@ -243,6 +305,8 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
           void reconcile();
         }
       });
+      // a sync caller whose direct request this worker took asks here whether it is still alive
+      pingSub = nc.subscribe(subjects.ping(id), { callback: (err, m) => void (err || m.respond()) });
       await reconcile();
       await advisories.start();
       await trials?.start();
@@ -262,9 +326,12 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       serving.clear();
       // stop fetching everywhere, hand back what has not started, finish (inference) or hand back (trials) the rest
       await Promise.all([runtime?.stop(), trials?.stop(), advisories?.stop()]);
+      pingSub?.unsubscribe();
       await infra?.workers.delete(id).catch(() => undefined);
       await cache?.close();
+      sampler?.stop();
       if (!givenNc) await nc?.drain().catch(() => undefined);
+      await ops?.close();
       const { processed, failed } = info();
       log.info({ processed, failed }, "worker stopped");
     },

@@ -32,6 +32,8 @@ function jetshardEnv(natsUrl: string, dataDir: string, extra: Record<string, str
     JETSHARD_NAS: "0",
     JETSHARD_SEED_DEMO: "0",
     JETSHARD_HEARTBEAT_MS: String(HEARTBEAT_MS),
+    // several workers per host: each a free ops port
+    JETSHARD_OPS_PORT: "0",
     ...extra,
   };
 }

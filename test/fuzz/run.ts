@@ -64,6 +64,7 @@ try {
     JETSHARD_NATS_URL: nats.url,
     JETSHARD_HOST: "127.0.0.1",
     JETSHARD_PORT: "0",
+    JETSHARD_OPS_PORT: "0",
     JETSHARD_DATA_DIR: dataDir,
     JETSHARD_LOG_LEVEL: "error",
     JETSHARD_HEARTBEAT_MS: "1000",

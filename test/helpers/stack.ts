@@ -47,6 +47,8 @@ export async function startStack(t: Test, extraEnv: Record<string, string> = {},
     JETSHARD_HEARTBEAT_MS: "500",
     JETSHARD_WORKER_TTL_MS: "3000",
     JETSHARD_LOG_LEVEL: "silent",
+    // workers and controllers each get a free ops port (tests run in parallel, several workers per process)
+    JETSHARD_OPS_PORT: "0",
     ...extraEnv,
   };
   const config = loadConfig(env);
@@ -72,32 +74,40 @@ export async function startStack(t: Test, extraEnv: Record<string, string> = {},
       return w;
     },
     async workerProcess(more = {}) {
-      const child = spawn(process.execPath, ["--import", "tsx", path.join(ROOT, "services/cli/main.ts"), "worker"], {
-        cwd: ROOT,
-        env: { ...process.env, ...env, JETSHARD_LOG_LEVEL: "info", JETSHARD_CACHE_DIR: await cacheDir(), ...more },
-        stdio: ["ignore", "pipe", "pipe"],
-      });
-      t.teardown(() => {
-        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-      });
-      let out = "";
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`worker process did not start: ${out.slice(-2000)}`)), 30_000);
-        const onData = (d: Buffer) => {
-          out += d.toString();
-          if (out.includes('"worker started"')) {
-            clearTimeout(timer);
-            resolve();
-          }
-        };
-        child.stdout!.on("data", onData);
-        child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-        child.once("exit", (code) => reject(new Error(`worker process exited (${code}): ${out.slice(-2000)}`)));
-      });
-      return child;
+      return startWorkerProcess(t, { ...env, JETSHARD_LOG_LEVEL: "info", JETSHARD_CACHE_DIR: await cacheDir(), ...more });
     },
   };
   return stack;
+}
+
+/**
+ * A worker in its own process with `env` on top of this one's (for SIGKILL); resolves once it has logged its start,
+ * so `env` must leave JETSHARD_LOG_LEVEL at info or lower.
+ */
+export async function startWorkerProcess(t: Test, env: Record<string, string>): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ["--import", "tsx", path.join(ROOT, "services/cli/main.ts"), "worker"], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  });
+  let out = "";
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`worker process did not start: ${out.slice(-2000)}`)), 30_000);
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('"worker started"')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout!.on("data", onData);
+    child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+    child.once("exit", (code) => reject(new Error(`worker process exited (${code}): ${out.slice(-2000)}`)));
+  });
+  return child;
 }
 
 /** Polls `fn` until it returns a truthy value or `timeoutMs` passes (then throws with `what`). */
