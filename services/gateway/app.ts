@@ -15,20 +15,26 @@ import { addModel, checkModelName, deleteModel, getModel, pickVersion } from "#s
 import type { Infra } from "#shared/nats.js";
 import { toV2Json } from "#shared/results.js";
 import { tensorsFromJson, validateInputs, validateOutputs } from "#shared/validate.js";
-import { InferRequestSchema, isLive, zodMessage, type ModelRecord, type ModelVersion, type WorkerInfo } from "#shared/wire.js";
+import { InferRequestSchema, WIRE_COMPRESSIONS, WIRE_DTYPES, isLive, zodMessage, type ModelRecord, type ModelVersion, type WorkerInfo } from "#shared/wire.js";
 import { HEADER_LENGTH, binaryOutputs, encodeBinaryResponse, splitBinaryBody, tensorsFromBinaryRequest } from "#shared/binary.js";
 import { experimentRoutes } from "./experiments.js";
 import { jobRoutes } from "./jobs-routes.js";
 import { readJson } from "./body.js";
-import { renderDashboard } from "./dashboard.js";
+import { dashboardRoutes } from "./dashboard.js";
+import { createLiveSampler, type LiveSampler } from "./live.js";
 import { parseDurationMs } from "#shared/jobs.js";
-import { Metrics } from "./metrics.js";
+import { matchedRoutes } from "hono/route";
+import { GatewayMetrics, createRegistry } from "#shared/metrics.js";
+import { fleetReads } from "./fleet-metrics.js";
 import type { KV } from "@nats-io/kv";
 import { canAccess, checkTenant, createApiKey, getApiKey, listApiKeys, parseScopes, revokeApiKey, type ApiKeyRecord } from "#shared/auth.js";
 import { authMode, authenticate, type GatewayEnv } from "./auth.js";
 import { QueuedJobQuota, checkModelQuota } from "./quotas.js";
 
 export const SERVER_VERSION = "0.1.0";
+
+/** Methods that get their own label value on jetshard_http_requests_total. */
+const HTTP_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]);
 
 export interface AppDeps {
   config: JetshardConfig;
@@ -39,6 +45,8 @@ export interface AppDeps {
   workers: KvMirror<WorkerInfo>;
   /** The `apikeys` bucket and its mirror; required when authentication is on. */
   keys?: { kv: KV; mirror: KvMirror<ApiKeyRecord> };
+  /** The dashboard's sampler, started by the caller; an unstarted one (no history) when absent. */
+  live?: LiveSampler;
 }
 
 const KeyCreateSchema = z.strictObject({
@@ -59,7 +67,10 @@ const UploadQuerySchema = z.strictObject({
   maxBatchSize: z.coerce.number().int("must be an integer").min(1, "must be at least 1").max(4096, "must be at most 4096").optional(),
   maxQueueDelayUs: z.coerce.number().int("must be an integer").min(0, "must be at least 0").max(10_000_000, "must be at most 10000000").optional(),
   preferredBatchSizes: intList.optional(),
-  /** The same settings as one JSON object: {"shards":2,"batching":{"maxBatchSize":32,...}}. */
+  /** Wire settings of a sharded model: activations between stages compressed ("lz4") and/or sent as FP16. */
+  compression: z.enum(WIRE_COMPRESSIONS).optional(),
+  wireDtype: z.enum(WIRE_DTYPES).optional(),
+  /** The same settings as one JSON object: {"shards":2,"batching":{"maxBatchSize":32,...},"wire":{"compression":"lz4"}}. */
   config: z.string().optional(),
 });
 
@@ -74,14 +85,15 @@ const UploadConfigSchema = z.strictObject({
       preferredBatchSizes: z.array(z.number().int().min(1)).optional(),
     })
     .optional(),
+  wire: z.strictObject({ compression: z.enum(WIRE_COMPRESSIONS).optional(), dtype: z.enum(WIRE_DTYPES).optional() }).optional(),
 });
 
 /** Query parameters of PUT /v1/models/{m}. Throws a 400 naming the parameter. */
 function parseUploadQuery(q: Record<string, string>) {
   const plain = parseUploadParams(q);
   if (plain.config === undefined) {
-    const { maxBatchSize, maxQueueDelayUs, preferredBatchSizes, config: _c, ...rest } = plain;
-    return { ...rest, batching: { maxBatchSize, maxQueueDelayUs, preferredBatchSizes } };
+    const { maxBatchSize, maxQueueDelayUs, preferredBatchSizes, compression, wireDtype, config: _c, ...rest } = plain;
+    return { ...rest, batching: { maxBatchSize, maxQueueDelayUs, preferredBatchSizes }, wire: { compression, dtype: wireDtype } };
   }
   let json: unknown;
   try {
@@ -105,11 +117,16 @@ function parseUploadParams(q: Record<string, string>) {
   return r.data;
 }
 
-export function createApp({ config, log, infra, client, models, workers, keys }: AppDeps) {
+export function createApp({ config, log, infra, client, models, workers, keys, live: givenLive }: AppDeps) {
   const app = new Hono<GatewayEnv>();
   const mode = authMode(config);
   if (mode === "keys" && !keys) throw new Error("authentication is on but the apikeys bucket was not opened");
-  const metrics = new Metrics();
+  const registry = createRegistry("gateway", SERVER_VERSION);
+  const metrics = new GatewayMetrics(
+    registry,
+    // async jobs by state come from the dashboard sampler's watch on the jobs bucket (one watch per gateway)
+    fleetReads({ infra, models, jobs: () => live.jobCounts(), workersLive: () => liveWorkers().length }),
+  );
 
   const liveWorkers = () => workers.values().filter((w) => isLive(w, config.workerTtlMs));
   /** Live workers per shard of a model version: a sharded model is ready only when every shard has one. */
@@ -119,8 +136,6 @@ export function createApp({ config, log, infra, client, models, workers, keys }:
   };
   /** Workers that can carry a request end to end: 0 when any shard is uncovered. */
   const servingCount = (rec: ModelRecord, mv: ModelVersion) => Math.min(...coverage(rec, mv).map((c) => c.workers.length));
-  metrics.gauge("jetshard_workers_live", () => liveWorkers().length);
-  metrics.gauge("jetshard_models", () => models.values().length);
 
   /**
    * The model's record from the mirror, or, on a miss, read through from KV: a model added a moment ago by the CLI
@@ -146,15 +161,17 @@ export function createApp({ config, log, infra, client, models, workers, keys }:
     platform: mv.platform,
     inputs: mv.inputs,
     outputs: mv.outputs,
+    // the wire settings, when not the defaults: how this version's stages send activations to each other
+    ...(mv.wire && (mv.wire.compression !== "none" || mv.wire.dtype !== "fp32") ? { parameters: { shards: mv.shards.length, wire: mv.wire } } : {}),
   });
 
   app.use("*", async (c, next) => {
     const t0 = performance.now();
     await next();
-    metrics.inc("jetshard_http_requests_total", { method: c.req.method, status: String(c.res.status) });
-    if (c.req.method === "POST" && c.req.path.endsWith("/infer")) {
-      metrics.observe("jetshard_infer_duration_seconds", { status: String(c.res.status) }, (performance.now() - t0) / 1000);
-    }
+    // the route pattern, not the path: paths are the caller's to choose, label values must stay few
+    const route = matchedRoutes(c).findLast((r) => r.method !== "ALL")?.path ?? "unmatched";
+    const method = HTTP_METHODS.has(c.req.method) ? c.req.method : "other";
+    metrics.request(method, route, c.res.status, (performance.now() - t0) / 1000);
   });
 
   app.onError((thrown, c) => {
@@ -259,6 +276,7 @@ export function createApp({ config, log, infra, client, models, workers, keys }:
         timeoutMs,
         priority,
         tenant: c.get("principal").tenant,
+        direct: config.syncDirect,
       });
       const isBinary = binaryOutputs(req);
       const json = toV2Json({ kind: "result", id: r.id, model: name, version: r.version, requestId: req.id, ok: true, worker: r.worker, computeMs: r.computeMs }, r.outputs, isBinary);
@@ -275,8 +293,30 @@ export function createApp({ config, log, infra, client, models, workers, keys }:
       throw err;
     }
   };
-  app.post("/v2/models/:model/infer", infer);
-  app.post("/v2/models/:model/versions/:version/infer", infer);
+  const live = givenLive ?? createLiveSampler({ config, log, infra, workers, models });
+  /** The dashboard's req/s and latency come from these timings. */
+  const timedInfer = async (c: Context<GatewayEnv>) => {
+    const t0 = performance.now();
+    let ok = false;
+    let code: string | undefined;
+    try {
+      const res = await infer(c);
+      ok = true;
+      return res;
+    } catch (err) {
+      code = err instanceof JobError ? err.code : (fromNatsError(err)?.code ?? "INTERNAL");
+      throw err;
+    } finally {
+      live.recordRequest(c.req.param("model")!, performance.now() - t0, ok);
+      // labelled only with models and versions that exist: the path is the caller's to choose
+      const rec = models.get(c.req.param("model")!);
+      const v = c.req.param("version") ?? String(rec?.latest ?? "");
+      const known = rec?.versions.some((x) => String(x.version) === v);
+      metrics.inferred(rec ? rec.name : "_unknown", known ? v : "", (performance.now() - t0) / 1000, code);
+    }
+  };
+  app.post("/v2/models/:model/infer", timedInfer);
+  app.post("/v2/models/:model/versions/:version/infer", timedInfer);
 
   // ---- jetshard model repository
   /** Throws unless the caller may replace or delete `rec` (its tenant's own, or any as admin). */
@@ -332,7 +372,7 @@ export function createApp({ config, log, infra, client, models, workers, keys }:
 
   app.route("/v1/experiments", experimentRoutes({ config, log, infra, models, checkOwner }));
   const quota = mode === "keys" ? new QueuedJobQuota(infra, config.quotas.queuedJobs) : undefined;
-  app.route("/v1", jobRoutes({ config, log, infra, client, lookupModel: modelOr404, quota }));
+  app.route("/v1", jobRoutes({ config, log, infra, client, lookupModel: modelOr404, quota, metrics }));
 
   // ---- API keys (admin): the same as `jetshard keys`, over HTTP
   const keysKv = () => {
@@ -358,11 +398,10 @@ export function createApp({ config, log, infra, client, models, workers, keys }:
     return c.json(shown);
   });
 
-  app.get("/", (c) =>
-    c.html(renderDashboard({ version: SERVER_VERSION, workers: liveWorkers().sort((a, b) => a.id.localeCompare(b.id)), models: models.values().sort((a, b) => a.name.localeCompare(b.name)), coverage: (m) => coverage(m, pickVersion(m)) })),
-  );
+  // the dashboard page, its assets, GET /v1/events (live data) and GET /v1/whoami
+  app.route("/", dashboardRoutes({ live, mode, isRevoked: (id) => keys?.mirror.get(id)?.revokedAt !== undefined }));
 
-  app.get("/metrics", (c) => c.text(metrics.render(), 200, { "content-type": "text/plain; version=0.0.4" }));
+  app.get("/metrics", async (c) => c.body(await registry.metrics(), 200, { "content-type": registry.contentType, "cache-control": "no-store" }));
 
   return app;
 }

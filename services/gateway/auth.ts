@@ -36,6 +36,10 @@ const ANY_READ: Scope[] = ["infer", "models:read"];
  */
 export function requiredScopes(method: string, path: string): Scope[] | null {
   if (path === "/v2/health/live" || path === "/v2/health/ready") return null;
+  // the dashboard page and its static assets hold no data: the page asks for a key when the API answers 401
+  if (method === "GET" && (path === "/" || path.startsWith("/assets/"))) return null;
+  if (path === "/v1/events") return ["metrics"];
+  if (path === "/v1/whoami") return [];
   if (path === "/v2" || path.startsWith("/v2/models/")) {
     return method === "POST" && path.endsWith("/infer") ? ["infer"] : ANY_READ;
   }
@@ -44,7 +48,6 @@ export function requiredScopes(method: string, path: string): Scope[] | null {
   if (path === "/v1/experiments" || path.startsWith("/v1/experiments/")) return ["experiments"];
   if (path === "/v1/keys" || path.startsWith("/v1/keys/")) return ["admin"];
   if (path === "/v1/workers" || path === "/metrics") return ["metrics"];
-  if (path === "/") return ["models:read", "metrics"];
   return [];
 }
 

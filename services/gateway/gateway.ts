@@ -5,10 +5,12 @@ import { JetshardClient } from "#shared/client.js";
 import type { JetshardConfig } from "#shared/config.js";
 import { KvMirror } from "#shared/kv-mirror.js";
 import type { Logger } from "#shared/log.js";
+import { attachLogs } from "#shared/logs.js";
 import { connectNats, openInfra } from "#shared/nats.js";
 import { ModelRecordSchema, WorkerInfoSchema } from "#shared/wire.js";
 import { createApp, type AppDeps } from "./app.js";
 import { authMode } from "./auth.js";
+import { createLiveSampler, type LiveSampler } from "./live.js";
 import { ApiKeyRecordSchema, openApiKeys } from "#shared/auth.js";
 
 export interface Gateway {
@@ -24,6 +26,7 @@ export function createGateway({ config, log: rootLog, nc: givenNc }: { config: J
   let server: ServerType | null = null;
   let nc: NatsConnection | null = null;
   let client: JetshardClient | null = null;
+  let live: LiveSampler | null = null;
   const mirrors: Array<KvMirror<unknown>> = [];
   let port = config.port;
 
@@ -38,21 +41,24 @@ export function createGateway({ config, log: rootLog, nc: givenNc }: { config: J
       // before connecting: a refused start must leave nothing open
       const mode = authMode(config);
       nc = givenNc ?? (await connectNats(config, "jetshard-gateway", log));
-      const infra = await openInfra(nc, config);
+      attachLogs(rootLog, nc);
+      const infra = await openInfra(nc, { ...config, log });
       const models = new KvMirror(infra.models, ModelRecordSchema, log);
       const workers = new KvMirror(infra.workers, WorkerInfoSchema, log);
       await Promise.all([models.start(), workers.start()]);
       mirrors.push(models as KvMirror<unknown>, workers as KvMirror<unknown>);
       let keys: AppDeps["keys"];
       if (mode === "keys") {
-        const kv = await openApiKeys(nc);
+        const kv = await openApiKeys(nc, config.replicas);
         const mirror = new KvMirror(kv, ApiKeyRecordSchema, log);
         await mirror.start();
         mirrors.push(mirror as KvMirror<unknown>);
         keys = { kv, mirror };
       }
       client = new JetshardClient(nc, { infra });
-      const app = createApp({ config, log, infra, client, models, workers, keys });
+      live = createLiveSampler({ config, log, infra, workers, models });
+      await live.start();
+      const app = createApp({ config, log, infra, client, models, workers, keys, live });
       await new Promise<void>((resolve, reject) => {
         server = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, (addr: AddressInfo) => {
           port = addr.port;
@@ -63,6 +69,8 @@ export function createGateway({ config, log: rootLog, nc: givenNc }: { config: J
       log.info({ url: this.url, auth: mode }, "gateway listening");
     },
     async stop() {
+      // ends the dashboards' event streams, which would otherwise hold the server open
+      live?.stop();
       await new Promise<void>((r) => {
         if (!server) return r();
         server.close(() => r());
