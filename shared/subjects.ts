@@ -12,6 +12,8 @@ export const STREAMS = {
   dlq: "DLQ",
   /** Max-deliveries advisories for JOBS, captured so every job that ran out of deliveries is dead-lettered. */
   advisories: "JOBS_ADVISORIES",
+  /** Log records of every process (`jetshard logs`), bounded by size and age; subjects `jetshard.logs.<service>.<level>`. */
+  logs: "LOGS",
 } as const;
 
 export const BUCKETS = {
@@ -43,6 +45,8 @@ export const HEADERS = {
   result: "Jetshard-Result",
   /** The tenant that submitted the job (set by the gateway; dead letters and records keep it). */
   tenant: "Jetshard-Tenant",
+  /** On the empty message a worker sends to a direct request's reply subject when it takes it: its worker id. */
+  accepted: "Jetshard-Accepted",
 } as const;
 
 export const subjects = {
@@ -53,6 +57,14 @@ export const subjects = {
   /** A high-priority inference job: workers take these before normal ones. */
   inferHigh: (model: string) => `jetshard.infer.${model}.high`,
   inferAll: "jetshard.infer.>",
+  /**
+   * A sync request for a whole model sent with core NATS (not stored): the workers serving its shard 0 share it
+   * through the queue group `directQueue(model)`; JetStream (`infer`) is the fallback.
+   */
+  direct: (model: string) => `jetshard.direct.${model}`,
+  directAll: "jetshard.direct.>",
+  /** A worker answers here while it is alive: a sync caller asks the worker that accepted its request. */
+  ping: (workerId: string) => `jetshard.ping.${workerId}`,
   /** Activations entering shard `index >= 1` of a pipelined model. */
   stage: (model: string, index: number) => `jetshard.stage.${model}.${index}`,
   stageAll: "jetshard.stage.>",
@@ -63,7 +75,15 @@ export const subjects = {
   resultsAll: "jetshard.results.>",
   dlq: (model: string) => `jetshard.dlq.${model}`,
   dlqAll: "jetshard.dlq.>",
+  /** A log record of a process of `service` (gateway, worker, controller) at `level` (pino's label: info, warn…). */
+  log: (service: string, level: string) => `jetshard.logs.${service}.${level}`,
+  logsAll: "jetshard.logs.>",
 } as const;
+
+/** Queue group of the workers serving a model's direct (core NATS) sync requests. */
+export function directQueue(model: string): string {
+  return `direct_${model}`;
+}
 
 /** Durable consumer shared by every replica serving shard `index` of `model`. */
 export function consumerName(model: string, index = 0): string {

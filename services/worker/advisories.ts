@@ -69,7 +69,7 @@ export function createAdvisoryProcessor({ infra, log: root, workerId, policy, pr
       } catch (err) {
         throw new JobError("NATS_UNAVAILABLE", `could not dead-letter job ${jobId}: ${(err as Error).message}`, { retryable: true, cause: err });
       }
-      log.warn({ jobId, attempts: held.attempt, consumer: advisory.consumer }, "job dead-lettered after max deliveries");
+      log.warn({ job: jobId, attempts: held.attempt, consumer: advisory.consumer }, "job dead-lettered after max deliveries");
       return { kind: "succeeded" };
     },
     async publish() {

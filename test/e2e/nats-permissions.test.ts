@@ -16,12 +16,14 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { JetshardClient } from "#shared/client.js";
 import { loadConfig } from "#shared/config.js";
-import { silentLogger } from "#shared/log.js";
+import { createLogger, silentLogger } from "#shared/log.js";
+import { attachLogs, logPublisherOf, readLogs, type LogRecord } from "#shared/logs.js";
 import { addModel } from "#shared/model-repo.js";
 import { NatsPermissionError, connectNats, natsConnectionOptions, openInfra, permissionViolation } from "#shared/nats.js";
 import { encodeModel, mlp } from "#shared/onnx/builder.js";
 import { HEADERS, STREAMS, subjects } from "#shared/subjects.js";
 import { NATS_ROLES, natsServerPasswordEnv, type NatsCredentials, type NatsRole } from "../../services/cli/credentials.js";
+import { createController } from "../../services/controller/controller.js";
 import { createGateway } from "../../services/gateway/gateway.js";
 import { createWorker } from "../../services/worker/worker.js";
 import { controller, experimentsApi } from "../helpers/nas.js";
@@ -98,6 +100,22 @@ t.test("gateway, worker and controller do their jobs with their own credentials,
   await waitFor("wide ready", async () => (await fetch(`${gw.url}/v2/models/wide/ready`)).ok, 20_000);
   const hop = await send(`${gw.url}/v2/models/wide/infer`, "POST", JSON_INPUT);
   t.equal(hop.status, 200, JSON.stringify(hop.body));
+
+  // inputs bigger than the 64 KB max payload: the gateway claim-checks them on the first hop (sync and async)
+  const big = encodeModel(mlp({ layers: [20000, 3], seed: 9 }));
+  t.equal((await fetch(`${gw.url}/v1/models/big`, { method: "PUT", body: big })).status, 201);
+  await waitFor("big ready", async () => (await fetch(`${gw.url}/v2/models/big/ready`)).ok, 20_000);
+  const bigInput = { inputs: [{ name: "input", shape: [1, 20000], datatype: "FP32", data: Array.from({ length: 20000 }, (_, i) => (i % 7) / 7) }] };
+  const bigSync = await send(`${gw.url}/v2/models/big/infer`, "POST", bigInput);
+  t.equal(bigSync.status, 200, JSON.stringify(bigSync.body).slice(0, 300));
+  const bigJob = await send(`${gw.url}/v1/jobs`, "POST", { model: "big", ...bigInput });
+  t.equal(bigJob.status, 202, JSON.stringify(bigJob.body).slice(0, 300));
+  const bigDone = await waitFor("big async job done", async () => {
+    const r = await send(`${gw.url}/v1/jobs/${bigJob.body.id}`, "GET");
+    return r.body?.status === "succeeded" || r.body?.status === "failed" ? r.body : null;
+  });
+  t.equal(bigDone.status, "succeeded", JSON.stringify(bigDone.error ?? {}));
+  t.same(bigDone.result.outputs[0].data, bigSync.body.outputs[0].data, "the same answer sync and async");
 
   // dead letters: poison published by an admin, listed, replayed and deleted through the gateway
   for (const id of ["poison-1", "poison-2"]) {
@@ -213,11 +231,55 @@ t.test("a worker ignores a Jetshard-Reply subject outside _INBOX and still store
   t.same((await stack.violations()).filter((l) => /User "worker"/.test(l)), [], "the worker did not even try the others");
 });
 
+t.test("each role publishes its log records under its own service only; only admin reads LOGS", async (t) => {
+  const stack = await authStack(t);
+  const central = (name: string) => createLogger({ level: "info", name, central: true, destination: null });
+  const cache = await mkdtemp(path.join(os.tmpdir(), "jetshard-test-cache-"));
+  t.teardown(() => rm(cache, { recursive: true, force: true }));
+  const built = [
+    createGateway({ config: loadConfig({ ...stack.env, ...as("gateway") }), log: central("gateway") }),
+    createWorker({ config: loadConfig({ ...stack.env, ...as("worker"), JETSHARD_CACHE_DIR: cache }), log: central("worker") }),
+    createController({ config: loadConfig({ ...stack.env, ...as("controller") }), log: central("controller") }),
+  ];
+  for (const p of built) {
+    await p.start();
+    t.teardown(() => p.stop());
+  }
+  const read = async (nc: NatsConnection) => {
+    const out: LogRecord[] = [];
+    await readLogs(nc, {}, (r) => out.push(r));
+    return out;
+  };
+  const seen = await waitFor("every service's start record", async () => {
+    const rs = await read(stack.infra.nc);
+    const msgs = new Set(rs.map((r) => `${r.service}: ${r.record.msg}`));
+    return ["gateway: gateway listening", "worker: worker started", "controller: controller started"].every((m) => msgs.has(m)) ? rs : null;
+  });
+  t.ok(seen.every((r) => r.record.name === r.service), "each under its own service");
+  t.same(await stack.violations(), [], "no violation publishing logs or binding LOGS");
+
+  // a worker's connection publishing as the gateway is refused once, then keeps its records local
+  const wnc = await connectAs(t, stack, "worker");
+  const spoof = central("gateway");
+  attachLogs(spoof, wnc);
+  spoof.info("pretending");
+  await waitFor("the refusal", () => !logPublisherOf(spoof)!.stats().connected);
+  for (let i = 0; i < 50; i++) spoof.info({ i }, "still pretending");
+  await wnc.flush();
+  await new Promise((r) => setImmediate(r));
+  await wnc.flush();
+  const spoofed = (await stack.violations()).filter((l) => /User "worker", Subject "jetshard\.logs\.gateway\.info"/.test(l));
+  t.equal(spoofed.length, 1, "one violation, no retry loop");
+
+  t.match(await denied(read(wnc)), /^\$JS\.API\.CONSUMER\.CREATE\.LOGS/, "a worker may not read LOGS");
+  t.equal(await denied(read(await connectAs(t, stack, "client"))), "$JS.API.INFO", "nor may a client");
+});
+
 t.test("a bind-only worker refuses to start before provisioning, with a clear error, and starts once a gateway provisioned", async (t) => {
   const nats = await startTestNats(t, { extra: `include "nats-auth.conf"`, copyFiles: [AUTH_FILE], env: { ...process.env, ...natsServerPasswordEnv(creds) } });
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "jetshard-test-"));
   t.teardown(() => rm(dataDir, { recursive: true, force: true }));
-  const env = { JETSHARD_NATS_URL: nats.url, JETSHARD_HOST: "127.0.0.1", JETSHARD_PORT: "0", JETSHARD_DATA_DIR: dataDir, JETSHARD_LOG_LEVEL: "silent" };
+  const env = { JETSHARD_NATS_URL: nats.url, JETSHARD_HOST: "127.0.0.1", JETSHARD_PORT: "0", JETSHARD_OPS_PORT: "0", JETSHARD_DATA_DIR: dataDir, JETSHARD_LOG_LEVEL: "silent" };
   const early = createWorker({ config: loadConfig({ ...env, ...as("worker") }), log: silentLogger() });
   t.teardown(() => early.stop());
   const err = await early.start().then(() => null, (e: unknown) => e);
