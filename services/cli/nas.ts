@@ -4,50 +4,23 @@
  * needs no gateway; a controller (`jetshard controller`, or `jetshard up`) must be running to drive them.
  */
 import { readFile } from "node:fs/promises";
-import { ConfigError, loadConfig } from "#shared/config.js";
+import { loadConfig } from "#shared/config.js";
 import { NasSpecError } from "#shared/nas/errors.js";
 import { checkSpecLimits, parseExperimentSpec, type ExperimentSpec } from "#shared/nas/spec.js";
 import { ExperimentError, NasStore } from "#shared/nas/store.js";
 import { ExperimentRecordSchema, FINAL_EXPERIMENT_STATUSES, type ExperimentRecord } from "#shared/nas/wire.js";
-import { connectNats, openInfra } from "#shared/nats.js";
-import { parse, UsageError } from "./args.js";
+import { printJson, printLines, withInfra } from "./connect.js";
+import { EXIT, FailedError, NotFoundError, UsageError } from "./errors.js";
+import { Progress, bar } from "./progress.js";
 
-export const NAS_HELP = `Usage:
-  jetshard nas run <spec.json> [--detach] [--json]   start an experiment and follow its progress
-  jetshard nas show <id> [--trials] [--json]         show an experiment (and its trials)
-  jetshard nas list                                  list experiments
-  jetshard nas stop <id>                             stop an experiment (queued trials are kept)
-  jetshard nas resume <id> [--max-trials N] [--max-failed-trials N] [--concurrency N]
-
-Talks to NATS directly (JETSHARD_NATS_URL, default nats://127.0.0.1:4222); a controller must be running
-(jetshard controller, or jetshard up). "run" prints the experiment id on stdout, then a live progress bar
-on stderr (plain progress lines when stderr is not a terminal), and exits when the experiment ends:
-0 if it completed, 1 if it failed or was stopped. Ctrl-C stops following, not the experiment.
-The same operations over HTTP: POST /v1/experiments, GET /v1/experiments/{id}, ... (see README).
-
-Spec (JSON): {"name", "family": "mlp|cnn|cell|custom", "searchSpace" (NNI format; optional for cell),
-  "strategy": "random|grid|evolution" or {"name": "evolution", "population": 20, "sample": 5},
-  "objective": {"metric", "direction": "maximize|minimize"}, "constraints": [{"metric", "min"?, "max"?}],
-  "maxTrials", "concurrency" (1), "maxFailedTrials" (5), "seed"?, "trialTimeoutMs"?,
-  "evaluator": {"metrics": ["naswot", "latency", "params", "flops"], "batch"?, "runs"?} or {"custom": "<name>", ...options},
-  "earlyStopping": {"rule": "median", "minTrials"?, "minStep"?}}. Examples: deploy/examples/nas-*.json
-A "custom" evaluator is one the operator registered: <name>.js|.mjs|.ts in the workers' JETSHARD_EVALUATORS_DIR
-(a spec names it, never a path). maxTrials, concurrency and trialTimeoutMs are capped by JETSHARD_MAX_TRIALS,
-JETSHARD_MAX_TRIAL_CONCURRENCY and JETSHARD_MAX_TRIAL_TIMEOUT_MS.`;
+export { NAS_HELP } from "./help.js";
 
 async function withStore<T>(fn: (store: NasStore) => Promise<T>): Promise<T> {
-  const config = loadConfig();
-  const nc = await connectNats(config, "jetshard-cli").catch((err) => {
-    if (err instanceof ConfigError) throw err;
-    throw new UsageError(`cannot reach NATS at ${config.natsServers.join(",")} (set JETSHARD_NATS_URL): ${err.message}`);
-  });
   try {
-    return await fn(await NasStore.open(await openInfra(nc, config)));
+    return await withInfra(async (infra) => fn(await NasStore.open(infra)));
   } catch (err) {
-    if (err instanceof ExperimentError) throw new UsageError(err.message);
+    if (err instanceof ExperimentError) throw err.status === 404 ? new NotFoundError(err.message) : new FailedError(err.message);
     throw err;
-  } finally {
-    await nc.drain().catch(() => undefined);
   }
 }
 
@@ -58,12 +31,15 @@ function bestText(r: ExperimentRecord): string {
   return r.best ? `best ${spec.objective.metric}=${num(r.best.value)} (${r.best.trialId})` : "best -";
 }
 
-function progressLine(r: ExperimentRecord, elapsedMs: number, width = 24): string {
+function progressLine(r: ExperimentRecord, elapsedMs: number): string {
   const p = r.progress;
-  const done = Math.min(width, Math.round((p.finished / Math.max(1, p.maxTrials)) * width));
-  const bar = "#".repeat(done) + "-".repeat(width - done);
   const stopped = p.early_stopped ? ` early-stopped ${p.early_stopped}` : "";
-  return `[${bar}] ${p.finished}/${p.maxTrials} ${r.status}  ok ${p.succeeded} failed ${p.failed}${stopped} running ${p.running}  ${bestText(r)}  ${(elapsedMs / 1000).toFixed(1)}s`;
+  return `${bar(p.finished / Math.max(1, p.maxTrials))} ${p.finished}/${p.maxTrials} ${r.status}  ok ${p.succeeded} failed ${p.failed}${stopped} running ${p.running}  ${bestText(r)}  ${(elapsedMs / 1000).toFixed(1)}s`;
+}
+
+function plainLine(r: ExperimentRecord): string {
+  const p = r.progress;
+  return `progress ${p.finished}/${p.maxTrials} status=${r.status} succeeded=${p.succeeded} failed=${p.failed} early_stopped=${p.early_stopped} running=${p.running} ${bestText(r).replace(" ", "=")}`;
 }
 
 function summaryText(r: ExperimentRecord): string {
@@ -104,135 +80,93 @@ async function readSpec(file: string): Promise<ExperimentSpec> {
   }
 }
 
-/** Follows an experiment until it ends (or Ctrl-C); returns its last record. */
-async function follow(store: NasStore, id: string, opts: { json: boolean }): Promise<ExperimentRecord | null> {
-  const tty = process.stderr.isTTY === true && !opts.json;
+/** Follows an experiment until it ends (or Ctrl-C), drawing its progress on stderr; returns its last record. */
+async function follow(store: NasStore, id: string): Promise<ExperimentRecord | null> {
+  const progress = new Progress();
   const t0 = Date.now();
   const watch = await store.experiments.watch({ key: id });
   let last: ExperimentRecord | null = null;
-  let lastLine = "";
-  let warned = false;
   const hint = setTimeout(() => {
-    if (last?.status === "queued" && !warned) {
-      warned = true;
-      process.stderr.write(`${tty ? "\n" : ""}still queued: is a controller running? (jetshard controller, or jetshard up)\n`);
-    }
+    if (last?.status === "queued") progress.note("still queued: is a controller running? (jetshard controller, or jetshard up)");
   }, 5_000);
   const onSigint = () => watch.stop();
   process.once("SIGINT", onSigint);
-  const redraw = tty ? setInterval(() => last && process.stderr.write(`\r\x1b[2K${progressLine(last, Date.now() - t0)}`), 500) : null;
+  // the elapsed time keeps moving between updates on a terminal
+  const ticker = progress.tty ? setInterval(() => last && progress.update(progressLine(last, Date.now() - t0), null), 500) : null;
   try {
     for await (const e of watch) {
       if (e.operation !== "PUT" || e.value.length === 0) break;
       const r = ExperimentRecordSchema.safeParse(e.json());
       if (!r.success) continue;
       last = r.data;
-      if (tty) process.stderr.write(`\r\x1b[2K${progressLine(last, Date.now() - t0)}`);
-      else {
-        const line = `progress ${last.progress.finished}/${last.progress.maxTrials} status=${last.status} succeeded=${last.progress.succeeded} failed=${last.progress.failed} early_stopped=${last.progress.early_stopped} running=${last.progress.running} ${bestText(last).replace(" ", "=")}`;
-        if (line !== lastLine && !opts.json) process.stderr.write(line + "\n");
-        lastLine = line;
-      }
+      progress.update(progressLine(last, Date.now() - t0), plainLine(last));
       if (FINAL_EXPERIMENT_STATUSES.includes(last.status)) break;
     }
   } finally {
     clearTimeout(hint);
-    if (redraw) clearInterval(redraw);
+    if (ticker) clearInterval(ticker);
     process.off("SIGINT", onSigint);
     watch.stop();
-    if (tty) process.stderr.write("\n");
+    progress.end();
   }
   if (last && !FINAL_EXPERIMENT_STATUSES.includes(last.status)) process.stderr.write(`stopped following; the experiment goes on: jetshard nas show ${id}\n`);
   return last;
 }
 
-export async function cmdNas(argv: string[]): Promise<void> {
-  const [sub, ...rest] = argv;
-  if (!sub || sub === "--help" || sub === "-h" || sub === "help") {
-    process.stdout.write(NAS_HELP + "\n");
-    return;
-  }
-  const { values, positionals } = parse(rest, {
-    detach: { type: "boolean" },
-    json: { type: "boolean" },
-    trials: { type: "boolean" },
-    "max-trials": { type: "string" },
-    "max-failed-trials": { type: "string" },
-    concurrency: { type: "string" },
+/** `jetshard nas run`: exits 1 (via exitCode) when the experiment failed or was stopped. */
+export async function nasRun(file: string, opts: { detach?: boolean; json?: boolean }): Promise<void> {
+  const spec = await readSpec(file);
+  await withStore(async (store) => {
+    const rec = await store.createExperiment(spec);
+    if (!opts.json) process.stdout.write(`${rec.id}\n`);
+    process.stderr.write(`experiment ${rec.id} queued (${spec.maxTrials} trials, ${spec.family}/${spec.strategy.name})\n`);
+    if (opts.detach) {
+      if (opts.json) printJson(rec, true);
+      return;
+    }
+    const last = await follow(store, rec.id);
+    if (!last) return;
+    process.stdout.write((opts.json ? JSON.stringify(last, null, 2) : summaryText(last)) + "\n");
+    if (last.status === "failed" || last.status === "stopped") process.exitCode = EXIT.failure;
   });
-  if (values.help) {
-    process.stdout.write(NAS_HELP + "\n");
-    return;
+}
+
+/** `jetshard nas show`. */
+export async function nasShow(id: string, opts: { trials?: boolean; json?: boolean }): Promise<void> {
+  await withStore(async (store) => {
+    const e = await store.getExperiment(id);
+    if (!e) throw new NotFoundError(`experiment "${id}" not found`);
+    const trials = opts.trials ? (await store.listTrials(id)).map((t) => t.value) : undefined;
+    if (opts.json) return printJson(trials ? { ...e.value, trials } : e.value, true);
+    process.stdout.write(summaryText(e.value) + "\n");
+    for (const t of trials ?? []) {
+      const metrics = Object.entries(t.metrics ?? {}).map(([k, v]) => `${k}=${num(v)}`).join(" ");
+      process.stdout.write(`  ${t.trialId} ${t.status.padEnd(13)} ${metrics}${t.error ? `  error: ${t.error}` : ""}  ${JSON.stringify(t.point)}\n`);
+    }
+  });
+}
+
+/** `jetshard nas list`. */
+export async function nasList(opts: { json?: boolean }): Promise<void> {
+  await withStore(async (store) => {
+    const all = await store.listExperiments();
+    if (opts.json) return printJson({ experiments: all });
+    printLines(all.map((r) => `${r.id}\t${r.status}\t${r.progress.finished}/${r.progress.maxTrials}\t${bestText(r)}`), "(no experiments)");
+  });
+}
+
+/** `jetshard nas stop`. */
+export async function nasStop(id: string): Promise<void> {
+  await withStore(async (store) => process.stdout.write(`${id}: ${(await store.stopExperiment(id)).status}\n`));
+}
+
+/** `jetshard nas resume`: the changes are checked against the operator's limits first. */
+export async function nasResume(id: string, changes: { maxTrials?: number; maxFailedTrials?: number; concurrency?: number }): Promise<void> {
+  try {
+    checkSpecLimits(changes, loadConfig().limits);
+  } catch (err) {
+    if (err instanceof NasSpecError) throw new UsageError(err.message);
+    throw err;
   }
-  const arg = positionals[0];
-  switch (sub) {
-    case "run": {
-      if (!arg) throw new UsageError("nas run needs <spec.json>");
-      const spec = await readSpec(arg);
-      await withStore(async (store) => {
-        const rec = await store.createExperiment(spec);
-        process.stdout.write(`${rec.id}\n`);
-        process.stderr.write(`experiment ${rec.id} queued (${spec.maxTrials} trials, ${spec.family}/${spec.strategy.name})\n`);
-        if (values.detach) return;
-        const last = await follow(store, rec.id, { json: values.json === true });
-        if (!last) return;
-        process.stdout.write((values.json ? JSON.stringify(last, null, 2) : summaryText(last)) + "\n");
-        if (last.status === "failed" || last.status === "stopped") process.exitCode = 1;
-      });
-      return;
-    }
-    case "show": {
-      if (!arg) throw new UsageError("nas show needs <id>");
-      await withStore(async (store) => {
-        const e = await store.getExperiment(arg);
-        if (!e) throw new UsageError(`experiment "${arg}" not found`);
-        const trials = values.trials ? (await store.listTrials(arg)).map((t) => t.value) : undefined;
-        if (values.json) {
-          process.stdout.write(JSON.stringify(trials ? { ...e.value, trials } : e.value, null, 2) + "\n");
-          return;
-        }
-        process.stdout.write(summaryText(e.value) + "\n");
-        for (const t of trials ?? []) {
-          const metrics = Object.entries(t.metrics ?? {}).map(([k, v]) => `${k}=${num(v)}`).join(" ");
-          process.stdout.write(`  ${t.trialId} ${t.status.padEnd(13)} ${metrics}${t.error ? `  error: ${t.error}` : ""}  ${JSON.stringify(t.point)}\n`);
-        }
-      });
-      return;
-    }
-    case "list":
-      await withStore(async (store) => {
-        const all = await store.listExperiments();
-        for (const r of all) process.stdout.write(`${r.id}\t${r.status}\t${r.progress.finished}/${r.progress.maxTrials}\t${bestText(r)}\n`);
-        if (all.length === 0) process.stdout.write("(no experiments)\n");
-      });
-      return;
-    case "stop":
-      if (!arg) throw new UsageError("nas stop needs <id>");
-      await withStore(async (store) => process.stdout.write(`${arg}: ${(await store.stopExperiment(arg)).status}\n`));
-      return;
-    case "resume": {
-      if (!arg) throw new UsageError("nas resume needs <id>");
-      const int = (flag: string, v: string | undefined, min: number) => {
-        if (v === undefined) return undefined;
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < min) throw new UsageError(`--${flag} must be an integer >= ${min}`);
-        return n;
-      };
-      const changes = {
-        maxTrials: int("max-trials", values["max-trials"], 1),
-        maxFailedTrials: int("max-failed-trials", values["max-failed-trials"], 0),
-        concurrency: int("concurrency", values.concurrency, 1),
-      };
-      try {
-        checkSpecLimits(changes, loadConfig().limits);
-      } catch (err) {
-        if (err instanceof NasSpecError) throw new UsageError(err.message);
-        throw err;
-      }
-      await withStore(async (store) => process.stdout.write(`${arg}: ${(await store.resumeExperiment(arg, changes)).status}\n`));
-      return;
-    }
-    default:
-      throw new UsageError(`unknown nas command "${sub}" (run, show, list, stop, resume)`);
-  }
+  await withStore(async (store) => process.stdout.write(`${id}: ${(await store.resumeExperiment(id, changes)).status}\n`));
 }

@@ -1,9 +1,12 @@
 import t from "tap";
 import { spawn } from "node:child_process";
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { encodeModel, mlp } from "#shared/onnx/builder.js";
+import { CommanderError } from "commander";
+import { buildProgram } from "../../services/cli/program.js";
 import { BIN, cli } from "../helpers/cli.js";
 import { ROOT, startStack } from "../helpers/stack.js";
 
@@ -17,18 +20,91 @@ function freePort(): Promise<number> {
   });
 }
 
-t.test("every command has --help", async (t) => {
-  for (const cmd of [[], ["up"], ["gateway"], ["worker"], ["controller"], ["model"], ["infer"], ["workers"], ["nas"], ["jobs"], ["dlq"], ["device"]]) {
-    const r = await cli({}, ...cmd, "--help");
-    t.equal(r.code, 0, `jetshard ${cmd.join(" ")} --help exits 0`);
-    t.match(r.stdout, /Usage/, `jetshard ${cmd.join(" ")} --help prints usage`);
+/** `jetshard <args>` parsed in this process (help and usage errors only: no command runs). */
+async function parseOnly(...args: string[]): Promise<{ exitCode: number; out: string; err: string }> {
+  let out = "";
+  let err = "";
+  const program = buildProgram({ writeOut: (s) => void (out += s), writeErr: (s) => void (err += s) });
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return { exitCode: 0, out, err };
+  } catch (e) {
+    if (!(e instanceof CommanderError)) throw e;
+    return { exitCode: e.exitCode, out, err };
   }
+}
+
+t.test("every command has --help", async (t) => {
+  const commands = [[], ["up"], ["gateway"], ["worker"], ["controller"], ["model"], ["model", "add"], ["model", "list"], ["model", "rm"], ["infer"], ["workers"], ["nas"],
+    ["nas", "run"], ["nas", "show"], ["nas", "list"], ["jobs"], ["jobs", "list"], ["jobs", "show"], ["dlq"], ["dlq", "list"], ["device"], ["keys"], ["keys", "list"], ["config"], ["logs"]];
+  for (const cmd of commands) {
+    const r = await parseOnly(...cmd, "--help");
+    t.equal(r.exitCode, 0, `jetshard ${cmd.join(" ")} --help exits 0`);
+    t.match(r.out, /Usage/, `jetshard ${cmd.join(" ")} --help prints usage`);
+  }
+  const main = (await parseOnly("--help")).out;
+  t.match(main, /Exit codes:[\s\S]*0 +ok[\s\S]*1 +failure[\s\S]*2 +usage[\s\S]*3 +unavailable[\s\S]*4 +permission denied/, "the exit codes are documented");
+  t.match(main, /--config <file>/, "the global --config option is documented");
+  for (const cmd of [["workers"], ["model", "list"], ["jobs", "list"], ["jobs", "show"], ["dlq", "list"], ["nas", "show"], ["nas", "list"], ["keys", "list"], ["device"], ["config"]]) {
+    t.match((await parseOnly(...cmd, "--help")).out, /--json/, `jetshard ${cmd.join(" ")} takes --json`);
+  }
+  t.match((await parseOnly("nas", "run", "--help")).out, /--watch[\s\S]*--detach/);
+  t.match((await parseOnly("up", "--help")).out, /--cluster <n>[\s\S]*--gpus[\s\S]*restarted/);
+  t.match((await parseOnly("logs", "--help")).out, /-f, --follow[\s\S]*--job <id>[\s\S]*--service <s>[\s\S]*--level <level>[\s\S]*--since <when>/);
+
+  // the real command, once
+  const help = await cli({}, "--help");
+  t.equal(help.code, 0);
+  t.match(help.stdout, /Usage: jetshard/);
   const dev = await cli({ JETSHARD_DEVICE: "cpu" }, "device");
   t.equal(dev.code, 0, dev.stderr);
   t.match(JSON.parse(dev.stdout), { device: { kind: "cpu", note: /JETSHARD_DEVICE=cpu/ }, providers: ["cpu"], check: { ok: true, output: [Number, Number] } }, "device check runs a model");
   const bad = await cli({}, "frobnicate");
   t.equal(bad.code, 2);
-  t.match(bad.stderr, /unknown command "frobnicate"/);
+  t.match(bad.stderr, /unknown command 'frobnicate'/);
+});
+
+t.test("usage errors exit 2 naming the flag, an unreachable NATS exits 3", async (t) => {
+  const flag = await cli({}, "workers", "--frob");
+  t.equal(flag.code, 2);
+  t.match(flag.stderr, /unknown option '--frob'/);
+  // parse errors (exit 2 through main.ts as above), checked in this process
+  const value = await parseOnly("jobs", "list", "--limit", "0");
+  t.not(value.exitCode, 0);
+  t.match(value.err, /jetshard: option '--limit <n>' argument '0' is invalid/);
+  t.match((await parseOnly("jobs", "list", "--status", "done")).err, /--status[\s\S]*queued/);
+  t.match((await parseOnly("model", "add", "m.onnx")).err, /required option '--name <name>'/);
+  t.match((await parseOnly("model", "add", "m.onnx", "--name", "m", "--balance", "size")).err, /--balance[\s\S]*bytes, flops/);
+  t.match((await parseOnly("infer")).err, /missing required argument 'model'/);
+  t.match((await parseOnly("workers", "extra")).err, /too many arguments/);
+  const config = await cli({ JETSHARD_PORT: "eighty" }, "workers");
+  t.equal(config.code, 2, "a bad setting is a usage error");
+  t.match(config.stderr, /JETSHARD_PORT/);
+  const port = await freePort();
+  const down = await cli({ JETSHARD_NATS_URL: `nats://127.0.0.1:${port}` }, "workers");
+  t.equal(down.code, 3, down.stderr);
+  t.match(down.stderr, /cannot reach NATS/);
+});
+
+t.test("jetshard config shows each value and its source, from --config and the environment", async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "jetshard-config-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, "jetshard.yaml");
+  await writeFile(file, "port: 9999\nworkers: 5\n");
+  const r = await cli({ JETSHARD_WORKERS: "3" }, "--config", file, "config", "--json");
+  t.equal(r.code, 0, r.stderr);
+  const doc = JSON.parse(r.stdout);
+  t.equal(doc.file, file);
+  const byName = Object.fromEntries(doc.settings.map((s: any) => [s.name, s]));
+  t.match(byName.JETSHARD_PORT, { value: 9999, source: `file ${file}` });
+  t.match(byName.JETSHARD_WORKERS, { value: 3, source: "env" }, "the environment overrides the file");
+  t.match(byName.JETSHARD_HOST, { value: "127.0.0.1", source: "default" });
+  const text = await cli({}, "config", "--config", file);
+  t.match(text.stdout, /JETSHARD_PORT +9999 +file /, "--config works after the command too");
+  await writeFile(file, "prot: 1\n");
+  const bad = await cli({}, "--config", file, "config");
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /unknown setting "prot"/);
 });
 
 t.test("model add, list, infer, workers and rm from the command line", async (t) => {
@@ -41,12 +117,15 @@ t.test("model add, list, infer, workers and rm from the command line", async (t)
   const added = await cli(env, "model", "add", file, "--name", "clim");
   t.equal(added.code, 0, added.stderr);
   t.match(JSON.parse(added.stdout), { name: "clim", version: 1, inputs: [{ name: "input", datatype: "FP32", shape: [-1, 2] }] });
+  t.match(added.stderr, /stored shard 1: /, "upload progress on stderr, as plain lines off a terminal");
   t.match((await cli(env, "model", "list")).stdout, /clim\tlatest=1\tversions=1/);
+  t.match(JSON.parse((await cli(env, "model", "list", "--json")).stdout), { models: [{ name: "clim", latest: 1 }] });
   const deep = path.join(dir, "deep.onnx");
   await writeFile(deep, encodeModel(mlp({ layers: [2, 8, 8, 2], seed: 4 })));
   const sharded = await cli(env, "model", "add", deep, "--name", "deep", "--shards", "3");
   t.equal(sharded.code, 0, sharded.stderr);
   t.equal(JSON.parse(sharded.stdout).shards, 3, "--shards splits the model");
+  t.match(sharded.stderr, /stored shard 1\/3[\s\S]*stored shard 2\/3[\s\S]*stored shard 3\/3/, "progress per shard");
   const badShards = await cli(env, "model", "add", deep, "--name", "deep", "--shards", "0");
   t.equal(badShards.code, 2);
   t.match(badShards.stderr, /shards/);
@@ -66,6 +145,7 @@ t.test("model add, list, infer, workers and rm from the command line", async (t)
   t.match(badInput.stderr, /input "input": expected shape \[-1,2\]/);
 
   t.match((await cli(env, "workers")).stdout, new RegExp(`${w.id}\\tcpu:`));
+  t.match(JSON.parse((await cli(env, "workers", "--json")).stdout), { workers: [{ id: w.id, device: { kind: "cpu" } }] });
 
   // async jobs and dead letters
   const { JetshardClient } = await import("#shared/client.js");
@@ -75,9 +155,19 @@ t.test("model add, list, infer, workers and rm from the command line", async (t)
   const { waitJob } = await import("#shared/jobs.js");
   await waitJob(stack.infra, sub.id, 10_000);
   t.match((await cli(env, "jobs", "list", "--status", "succeeded")).stdout, /cli-job-1\tclim\tsucceeded\tattempts=1/);
+  t.match(JSON.parse((await cli(env, "jobs", "list", "--json")).stdout), { jobs: [{ id: "cli-job-1", status: "succeeded" }] });
   t.match(JSON.parse((await cli(env, "jobs", "show", "cli-job-1")).stdout), { id: "cli-job-1", status: "succeeded" });
-  t.match((await cli(env, "jobs", "cancel", "cli-job-1")).stderr, /already succeeded/);
+  const shown = await cli(env, "jobs", "show", "cli-job-1", "--json");
+  t.equal(shown.stdout.trim().split("\n").length, 1, "--json is one line");
+  t.match(JSON.parse(shown.stdout), { id: "cli-job-1", status: "succeeded" });
+  const missing = await cli(env, "jobs", "show", "no-such-job");
+  t.equal(missing.code, 1, "not found exits 1");
+  t.match(missing.stderr, /job "no-such-job" not found/);
+  const cancel = await cli(env, "jobs", "cancel", "cli-job-1");
+  t.equal(cancel.code, 1, "cancelling a finished job fails");
+  t.match(cancel.stderr, /already succeeded/);
   t.match((await cli(env, "dlq", "list")).stdout, /no dead letters/);
+  t.same(JSON.parse((await cli(env, "dlq", "list", "--json")).stdout), { deadLetters: [] });
   t.equal((await cli(env, "model", "rm", "clim")).code, 0);
   t.equal((await cli(env, "model", "rm", "deep")).code, 0);
   t.match((await cli(env, "model", "list")).stdout, /no models/);
@@ -88,7 +178,7 @@ t.test("jetshard up starts gateway and workers, seeds demo-mlp, prints a working
   const port = await freePort();
   const child = spawn(process.execPath, [BIN, "up"], {
     cwd: ROOT,
-    env: { ...process.env, JETSHARD_NATS_URL: stack.nats.url, JETSHARD_PORT: String(port), JETSHARD_WORKERS: "2", JETSHARD_DATA_DIR: stack.env.JETSHARD_DATA_DIR!, JETSHARD_LOG_LEVEL: "warn" },
+    env: { ...process.env, JETSHARD_NATS_URL: stack.nats.url, JETSHARD_PORT: String(port), JETSHARD_OPS_PORT: "0", JETSHARD_WORKERS: "2", JETSHARD_DATA_DIR: stack.env.JETSHARD_DATA_DIR!, JETSHARD_LOG_LEVEL: "warn" },
     stdio: ["ignore", "pipe", "pipe"],
   });
   t.teardown(() => {

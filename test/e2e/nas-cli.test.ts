@@ -54,6 +54,6 @@ t.test("jetshard nas run follows an experiment to the end and nas show reports i
   const bad = await cli(["nas", "run", badFile], stack.env);
   t.equal(bad.code, 2);
   t.match(bad.stderr, /bad\.json: maxTrials: must be >= 1/, "a bad spec is refused naming the field");
-  t.equal((await cli(["nas", "show", "nope"], stack.env)).code, 2, "unknown experiment");
+  t.equal((await cli(["nas", "show", "nope"], stack.env)).code, 1, "an unknown experiment exits 1 (not found)");
   t.match(NAS_HELP, /jetshard nas run <spec\.json>/, "help names the commands");
 });
