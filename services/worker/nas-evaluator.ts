@@ -38,8 +38,12 @@ export type EvalOutcome =
   /** `signal.abort(reason)` was called; the reason is passed through. */
   | { kind: "aborted"; reason: unknown };
 
-const CHILD = fileURLToPath(new URL("./nas-eval-child.ts", import.meta.url));
-/** tsx's loader, by absolute URL, so the child loads TypeScript whatever its working directory. */
+// compiled (dist/, `npm run build`) this file is nas-evaluator.js and its child nas-eval-child.js beside it
+const CHILD = fileURLToPath(new URL(import.meta.url.endsWith(".ts") ? "./nas-eval-child.ts" : "./nas-eval-child.js", import.meta.url));
+/**
+ * tsx's loader, by absolute URL, so the child loads TypeScript whatever its working directory: the child itself
+ * from the sources, and custom evaluators written in TypeScript (`<name>.ts`) in either case.
+ */
 const TSX = import.meta.resolve("tsx");
 /** How long a fresh evaluator process may take to load (tsx, ONNX Runtime). */
 const START_TIMEOUT_MS = 60_000;
