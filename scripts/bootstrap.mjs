@@ -151,7 +151,7 @@ switch (mode) {
   }
   case "bench":
     ensureNatsServer();
-    if (benchSection(args) !== "http" && !args.includes("--help") && !args.includes("-h")) ensureRedis();
+    if (!["http", "wire"].includes(benchSection(args)) && !args.includes("--help") && !args.includes("-h")) ensureRedis();
     run(process.execPath, ["--import", "tsx", path.join(root, "test/bench/run.ts"), ...args]);
     break;
   case "fuzz":

@@ -11,7 +11,7 @@ import { assertNoExternalData } from "./onnx/external-data.js";
 import { JobError, fromNatsError } from "./errors.js";
 import { NAME_PATTERN, STREAMS, consumerName, highConsumerName, subjects } from "./subjects.js";
 import { datatypeFromOrt } from "./tensor.js";
-import { BatchingSchema, ModelRecordSchema, zodMessage, type Batching, type ModelRecord, type ModelVersion, type ShardInfo, type TensorSpec } from "./wire.js";
+import { BatchingSchema, ModelRecordSchema, WireSettingsSchema, zodMessage, type Batching, type ModelRecord, type ModelVersion, type ShardInfo, type TensorSpec, type WireSettings } from "./wire.js";
 
 /** Batching when the upload says nothing: on (32 rows, no added delay) when every input's first dim is dynamic. */
 export const DEFAULT_BATCHING: Batching = { maxBatchSize: 32, preferredBatchSizes: [], maxQueueDelayUs: 0 };
@@ -37,6 +37,17 @@ export function resolveBatching(inputs: readonly TensorSpec[], asked: Partial<Ba
   const tooBig = b.preferredBatchSizes.find((p) => p > b.maxBatchSize);
   if (tooBig !== undefined) throw new JobError("BAD_REQUEST", `preferredBatchSizes: ${tooBig} is larger than maxBatchSize ${b.maxBatchSize}`);
   return b;
+}
+
+/**
+ * The wire settings a version gets: the requested ones over the defaults (none, fp32). Throws a 400 naming the
+ * setting (`compression`, `dtype`) for a value jetshard does not know.
+ */
+export function resolveWire(asked: Partial<Record<keyof WireSettings, unknown>> | undefined): WireSettings {
+  const given = Object.fromEntries(Object.entries(asked ?? {}).filter(([, v]) => v !== undefined));
+  const parsed = WireSettingsSchema.strict().safeParse(given);
+  if (!parsed.success) throw new JobError("BAD_REQUEST", zodMessage(parsed.error, "wire"));
+  return parsed.data;
 }
 
 export function sha256Hex(bytes: Uint8Array): string {
@@ -161,14 +172,16 @@ export async function planStages(bytes: Uint8Array, opts: ShardOptions): Promise
 /**
  * Stores a model, whole or split into pipeline stages (`shards`), and returns the new version.
  * Validates with ONNX Runtime first (the whole model and every stage): nothing is stored for an invalid model.
+ * `wire` sets how the stages send activations to each other (see `resolveWire`; default none/fp32).
  */
 export async function addModel(
   infra: Infra,
   name: string,
   bytes: Uint8Array,
-  opts: ShardOptions & { note?: string; batching?: Partial<Batching>; tenant?: string } = {},
+  opts: ShardOptions & { note?: string; batching?: Partial<Batching>; tenant?: string; wire?: Partial<WireSettings> } = {},
 ): Promise<ModelVersion> {
   checkModelName(name);
+  const wire = resolveWire(opts.wire);
   const io = await inspectModel(bytes);
   const batching = resolveBatching(io.inputs, opts.batching);
   let stages: StagePlan[] = [{ bytes, inputs: io.inputs, outputs: io.outputs }];
@@ -200,6 +213,7 @@ export async function addModel(
       shards,
       ...(note ? { note } : {}),
       batching,
+      wire,
     };
     const tenant = prev ? prev.tenant : opts.tenant;
     const rec: ModelRecord = { name, ...(tenant ? { tenant } : {}), latest: version, versions: [...(prev?.versions ?? []), mv] };
