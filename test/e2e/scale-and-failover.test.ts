@@ -1,9 +1,7 @@
 import t from "tap";
 import * as ort from "onnxruntime-node";
-import { JetshardClient } from "#shared/client.js";
 import { encodeModel, mlp } from "#shared/onnx/builder.js";
-import { WorkerInfoSchema } from "#shared/wire.js";
-import { slowModel } from "../helpers/models.js";
+import { sigkillMidRequest } from "../helpers/failover.js";
 import { startStack, waitFor } from "../helpers/stack.js";
 
 t.test("three workers on one model each take part of a 300-request load", async (t) => {
@@ -39,38 +37,5 @@ t.test("three workers on one model each take part of a 300-request load", async 
   for (const w of workers) t.ok((counts.get(w.id) ?? 0) > 0, `worker ${w.id} processed ${counts.get(w.id) ?? 0}`);
 });
 
-for (const direct of [true, false]) {
-  const path = direct ? "sent straight to the worker over core NATS" : "sent through JetStream";
-  t.test(`SIGKILL of the worker holding a sync job ${path}: the job is run again elsewhere and still succeeds`, async (t) => {
-    const stack = await startStack(t, { JETSHARD_ACK_WAIT_MS: "2000" });
-    const bytes = slowModel(1024, 480);
-    await fetch(`${(await stack.gateway()).url}/v1/models/slow`, { method: "PUT", body: bytes });
-    const victim = await stack.workerProcess();
-    const client = new JetshardClient(stack.infra.nc);
-    t.teardown(() => client.close());
-
-    const rows = 64;
-    const data = Float32Array.from({ length: rows * 1024 }, (_, i) => Math.cos(i));
-    const pending = client.infer("slow", [{ name: "input", datatype: "FP32", shape: [rows, 1024], data }], { timeoutMs: 120_000, direct });
-    // wait until the victim reports the job in flight, then kill it mid-run
-    await waitFor("job in flight on the victim", async () => {
-      const e = await stack.infra.workers.get(`${(await workerIds(stack))[0]}`);
-      return e && WorkerInfoSchema.parse(e.json()).inFlight > 0;
-    }, 20_000, 20);
-    victim.kill("SIGKILL");
-    await new Promise((r) => victim.once("exit", r));
-    const rescuer = await stack.worker();
-
-    const res = await pending;
-    t.equal(res.worker, rescuer.id, "finished by the worker started after the crash");
-    const s = await ort.InferenceSession.create(bytes);
-    const want = (await s.run({ input: new ort.Tensor("float32", data, [rows, 1024]) })).output!.data as Float32Array;
-    t.same(res.outputs[0]!.data, want, "result is correct");
-  });
-}
-
-async function workerIds(stack: Awaited<ReturnType<typeof startStack>>): Promise<string[]> {
-  const ids: string[] = [];
-  for await (const k of await stack.infra.workers.keys()) ids.push(k);
-  return ids;
-}
+// the same on the direct (core NATS) path: test/e2e/sigkill-direct.test.ts (a file of its own, for time)
+t.test("SIGKILL of the worker holding a sync job sent through JetStream: the job is redelivered and still succeeds", (t) => sigkillMidRequest(t, false));
