@@ -20,8 +20,9 @@ t.test("a worker registers with a heartbeat and vanishes from the registry after
   // SIGTERM drains: the in-flight job finishes and is answered before the worker deregisters
   const client = new JetshardClient(stack.infra.nc);
   t.teardown(() => client.close());
-  const data = Float32Array.from({ length: 256 * 1024 }, (_, i) => Math.sin(i));
-  const pending = client.infer("slow", [{ name: "input", datatype: "FP32", shape: [256, 1024], data }], { timeoutMs: 30_000 });
+  // long enough to be caught in flight (the check polls every 5 ms), short enough for a loaded 2-core host
+  const data = Float32Array.from({ length: 64 * 1024 }, (_, i) => Math.sin(i));
+  const pending = client.infer("slow", [{ name: "input", datatype: "FP32", shape: [64, 1024], data }], { timeoutMs: 120_000 });
   await waitFor("job in flight", () => w.info().inFlight > 0, 10_000, 5);
   await w.stop();
   const res = await pending;
