@@ -82,9 +82,9 @@ export function checkTenant(tenant: string): void {
   if (!TENANT_PATTERN.test(tenant)) throw new JobError("BAD_REQUEST", `tenant ${JSON.stringify(tenant)}: use 1-63 lowercase letters, digits, '_' or '-', starting with a letter or digit`);
 }
 
-/** Opens (creating when missing) the `apikeys` bucket. */
-export function openApiKeys(nc: NatsConnection): Promise<KV> {
-  return openKv(new Kvm(nc), BUCKETS.apiKeys, { history: 5 });
+/** Opens (creating when missing, with `replicas` replicas: JETSHARD_REPLICAS, default 1) the `apikeys` bucket. */
+export function openApiKeys(nc: NatsConnection, replicas = 1): Promise<KV> {
+  return openKv(new Kvm(nc), BUCKETS.apiKeys, { history: 5, replicas });
 }
 
 /** Creates a key; the returned `key` is the only time the secret exists outside the caller's hands. */

@@ -1,4 +1,5 @@
-import { JetStreamApiError } from "@nats-io/jetstream";
+import { JetStreamApiError, JetStreamError } from "@nats-io/jetstream";
+import { JetStreamStatusError, jserrors } from "@nats-io/jetstream/internal";
 import { errors as natsErrors } from "@nats-io/transport-node";
 
 /**
@@ -106,14 +107,29 @@ export const JS_API_CODES = {
   messageTooLarge: 10054,
 } as const;
 
-/** Names of nats.js errors that mean "NATS could not be reached or did not answer": nothing wrong with the request. */
-const UNAVAILABLE_ERRORS = new Set(["JetStreamNotEnabled"]);
+/**
+ * JetStream API error codes a cluster answers while it loses a server or elects a leader (stream, consumer or
+ * meta group): the request was fine, asked again a moment later it goes through. Their HTTP-like status is 500
+ * (not 503), so they are listed by code.
+ */
+export const JS_TRANSIENT_CODES: ReadonlySet<number> = new Set([
+  10004, // incomplete results (a peer did not answer)
+  10007, // JetStream cluster not assigned to this server
+  10008, // JetStream system temporarily unavailable
+  10009, // not the leader: JetStream cluster can not handle request
+  10075, // peer remap failed
+  10118, // stream is offline
+  10119, // consumer is offline
+]);
 
 /**
  * Maps an error thrown by nats.js (core, JetStream, KV, object store) to the JobError the API answers with:
- * a request timeout, no responders, a closed, draining or disconnected connection, or a JetStream API error with a
- * 503 status become NATS_UNAVAILABLE (503, retryable); a lost compare-and-set becomes CONFLICT (409); a message over
- * a stream's size limit PAYLOAD_TOO_LARGE (413). Decides by error class and JetStream `err_code`, never by text.
+ * a request timeout, no responders (nats.js reports a JetStream request nobody answers, e.g. a stream without a
+ * leader during an election, as JetStreamNotEnabled), a closed, draining or disconnected connection, a JetStream
+ * API error with a 503 status, one of a cluster's transient codes (JS_TRANSIENT_CODES: not leader, stream offline,
+ * ...), "stream/consumer not found" (a bucket's stream unknown to a node that just rejoined), or a pull status
+ * 503/408 become NATS_UNAVAILABLE (503, retryable); a lost compare-and-set becomes CONFLICT (409); a message over a
+ * stream's size limit PAYLOAD_TOO_LARGE (413). Decides by error class and JetStream `err_code`, never by text.
  * Returns null for anything else (a JobError included), which stays the caller's to handle.
  */
 export function fromNatsError(err: unknown): JobError | null {
@@ -126,9 +142,11 @@ export function fromNatsError(err: unknown): JobError | null {
     }
     if (code === JS_API_CODES.messageTooLarge) return new JobError("PAYLOAD_TOO_LARGE", "the message exceeds the stream's size limit", { cause: err });
     if (code === JS_API_CODES.streamNotFound || code === JS_API_CODES.consumerNotFound) return unavailable(`JetStream error ${code}`);
-    if (err.status === 503 || err.status === 408) return unavailable(`JetStream error ${code}`);
+    if (JS_TRANSIENT_CODES.has(code) || err.status === 503 || err.status === 408) return unavailable(`JetStream error ${code}`);
     return null;
   }
+  if (err instanceof jserrors.JetStreamNotEnabled) return unavailable("JetStream did not answer");
+  if (err instanceof JetStreamStatusError && (err.code === 503 || err.code === 408)) return unavailable(`JetStream status ${err.code}`);
   if (err instanceof natsErrors.TimeoutError) return unavailable("request timed out");
   if (err instanceof natsErrors.NoRespondersError) return unavailable("no responders");
   if (err instanceof natsErrors.RequestError) {
@@ -140,8 +158,32 @@ export function fromNatsError(err: unknown): JobError | null {
   if (err instanceof natsErrors.ClosedConnectionError) return unavailable("connection closed");
   if (err instanceof natsErrors.DrainingConnectionError) return unavailable("connection draining");
   if (err instanceof natsErrors.ConnectionError) return unavailable("connection error");
-  if (UNAVAILABLE_ERRORS.has(err.name)) return unavailable("JetStream did not answer");
+  // a JetStream error wrapping one of the above (a KV or object store call that failed on its request)
+  if (err instanceof JetStreamError && err.cause !== undefined && err.cause !== err) return fromNatsError(err.cause);
   return null;
+}
+
+/** True for an error that says "NATS is unavailable right now" (NATS_UNAVAILABLE, raw or mapped): worth a retry. */
+export function isTransient(err: unknown): boolean {
+  const e = err instanceof JobError ? err : fromNatsError(err);
+  return e?.code === "NATS_UNAVAILABLE";
+}
+
+/**
+ * Runs `fn`, retrying it while it fails with a transient NATS error (isTransient: a leader election, a lost
+ * server, a reconnect) until `deadline` (epoch ms), backing off from 50 ms up to 1 s between tries. Only for
+ * idempotent calls (a publish with a dedup id, a create that tolerates "already exists"). Throws the last error
+ * once the deadline would pass, and any other error at once.
+ */
+export async function retryTransient<T>(fn: () => Promise<T>, deadline: number): Promise<T> {
+  for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isTransient(err) || Date.now() + delay >= deadline) throw err;
+    }
+    await new Promise((r) => setTimeout(r, delay));
+  }
 }
 
 /**

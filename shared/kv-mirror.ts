@@ -5,6 +5,7 @@
 import type { KV } from "@nats-io/kv";
 import { ClosedConnectionError, DrainingConnectionError } from "@nats-io/transport-node";
 import type { z } from "zod";
+import { retryTransient } from "./errors.js";
 import type { Logger } from "./log.js";
 
 export class KvMirror<T> {
@@ -22,10 +23,13 @@ export class KvMirror<T> {
     private readonly log?: Logger,
   ) {}
 
-  /** Starts watching; resolves once the current contents are loaded. */
+  /**
+   * Starts watching; resolves once the current contents are loaded. Transient NATS errors (a cluster electing the
+   * bucket's leader) are retried for up to 30 s, so a process starting meanwhile waits for it.
+   */
   async start(): Promise<void> {
     this.stopped = false;
-    await this.watch(true);
+    await retryTransient(() => this.watch(true), Date.now() + 30_000);
   }
 
   /**

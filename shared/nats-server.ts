@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
+import { createServer, type Server } from "node:net";
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -142,3 +143,242 @@ export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
 
+
+/** One server of a cluster started by startNatsCluster. */
+export interface ClusterNode {
+  /** Its `server_name` (n1, n2, ...). */
+  readonly name: string;
+  /** nats://127.0.0.1:PORT; the same after a restart. */
+  readonly url: string;
+  readonly port: number;
+  /** The route port the other servers dial. */
+  readonly clusterPort: number;
+  readonly storeDir: string;
+  /** The running process, or null while it is killed or stopped. */
+  current(): RunningNats | null;
+  /** SIGKILL (a crash) and wait for the exit. */
+  kill(): Promise<void>;
+  /** SIGTERM and wait for the exit. */
+  stop(): Promise<void>;
+  /** Starts it again (killing it first if it runs) on the same ports and store. */
+  restart(): Promise<void>;
+}
+
+/** A local cluster started by startNatsCluster. */
+export interface RunningCluster {
+  nodes: ClusterNode[];
+  /** Every node's client URL: give all of them to every client (JETSHARD_NATS_URL, comma-separated). */
+  urls: string[];
+  /** Parent of every node's config and store. */
+  workDir: string;
+  /**
+   * Resolves once every running node knows the same JetStream meta leader (streams can then be created and
+   * placed); a node just restarted has then caught up with the cluster. Throws after `timeoutMs` (default 30 s).
+   */
+  waitForMetaLeader(timeoutMs?: number): Promise<string>;
+  /**
+   * Resolves once every stream and every replicated consumer on the running nodes has a leader and all its replicas
+   * current (as its leader reports them): a restarted node has caught up, and losing another one now keeps quorum.
+   * Single-replica consumers (nats.js' ordered consumers behind KV watches) are left out: one that lived on a killed
+   * node has no leader until the server drops it. Throws after `timeoutMs` (default 60 s) naming what still lags.
+   */
+  waitForCurrent(timeoutMs?: number): Promise<void>;
+  /** Stops every node (SIGTERM). */
+  stop(): Promise<void>;
+}
+
+export interface ClusterOptions {
+  /** Servers in the cluster (default 3). */
+  nodes?: number;
+  /** Cluster name (default "jetshard"). */
+  name?: string;
+  /** Fixed client ports, one per node (jetshard up); free ones when omitted. */
+  ports?: number[];
+  /** Fixed route ports, one per node; free ones when omitted. */
+  clusterPorts?: number[];
+  /** Parent dir of each node's dir (`<workDir>/<name>/`, holding its config and `js` store); a temp dir by default. */
+  workDir?: string;
+  /** As startNatsServer takes them, applied to every node (e.g. `include "nats-auth.conf"` and that file). */
+  extra?: string;
+  copyFiles?: string[];
+  env?: NodeJS.ProcessEnv;
+  inheritOutput?: boolean;
+  watchParent?: boolean;
+}
+
+/** The parts of nats-server's /jsz?streams=true&consumers=true&config=true report that waitForCurrent reads. */
+interface JszReport {
+  account_details?: Array<{
+    stream_detail?: Array<{
+      name: string;
+      cluster?: JszCluster;
+      consumer_detail?: Array<{ name: string; cluster?: JszCluster; config?: { num_replicas?: number } }>;
+    }>;
+  }>;
+}
+interface JszCluster {
+  leader?: string;
+  replicas?: Array<{ name: string; current?: boolean; offline?: boolean }>;
+}
+
+/**
+ * Free loopback TCP ports below the kernel's ephemeral range (bound and released at once; the servers take them
+ * right after). Not port 0's pick: that comes from the ephemeral range, where the nodes' own outgoing route
+ * connections also take their local ports and could grab a port before its node listens on it (at start, or when
+ * a killed node restarts on it).
+ */
+async function freePorts(n: number): Promise<number[]> {
+  const low = await readFile("/proc/sys/net/ipv4/ip_local_port_range", "utf8")
+    .then((s) => Number(s.trim().split(/\s+/)[0]))
+    .catch(() => 32768);
+  const top = Number.isInteger(low) && low > 12_000 ? low - 1 : 32767;
+  const ports: number[] = [];
+  for (let tries = 0; ports.length < n; tries++) {
+    if (tries > 200) throw new Error(`startNatsCluster: no ${n} free ports found below ${top + 1}`);
+    const port = 10_000 + Math.floor(Math.random() * (top - 10_000));
+    if (ports.includes(port)) continue;
+    const free = await new Promise<boolean>((resolve) => {
+      const s: Server = createServer();
+      s.once("error", () => resolve(false));
+      s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
+    });
+    if (free) ports.push(port);
+  }
+  return ports;
+}
+
+/**
+ * Starts a local nats-server cluster on loopback with JetStream on every node (nats-server 2.9 clustering: a
+ * `cluster { name, listen, routes }` block per node, each routing to all the others, a unique `server_name` and
+ * its own store). Client and route ports are fixed at start, so a killed node restarts where clients and routes
+ * look for it. Resolves once every node accepts clients and the JetStream meta leader is elected.
+ * @throws Error when nats-server is missing, a node exits at start, or no meta leader is elected within 30 s.
+ */
+export async function startNatsCluster(opts: ClusterOptions = {}): Promise<RunningCluster> {
+  const n = opts.nodes ?? 3;
+  if (!Number.isInteger(n) || n < 1) throw new Error(`startNatsCluster: nodes must be a positive integer, got ${n}`);
+  const workDir = opts.workDir ?? (await mkdtemp(path.join(os.tmpdir(), "jetshard-cluster-")));
+  const ports = opts.ports ?? (await freePorts(n));
+  const clusterPorts = opts.clusterPorts ?? (await freePorts(n));
+  if (ports.length !== n || clusterPorts.length !== n) throw new Error(`startNatsCluster: give ${n} ports and ${n} cluster ports`);
+  const clusterName = opts.name ?? "jetshard";
+  const nodeConfig = (i: number) =>
+    [
+      `server_name: n${i + 1}`,
+      `cluster {`,
+      `  name: ${clusterName}`,
+      `  listen: "127.0.0.1:${clusterPorts[i]}"`,
+      `  routes: [${clusterPorts.filter((_, j) => j !== i).map((p) => `"nats-route://127.0.0.1:${p}"`).join(", ")}]`,
+      `}`,
+      opts.extra ?? "",
+    ].join("\n");
+  const startNode = async (i: number) => {
+    const dir = path.join(workDir, `n${i + 1}`);
+    await mkdir(dir, { recursive: true });
+    return startNatsServer({
+      port: ports[i],
+      storeDir: path.join(dir, "js"),
+      workDir: dir,
+      extra: nodeConfig(i),
+      copyFiles: opts.copyFiles,
+      env: opts.env,
+      inheritOutput: opts.inheritOutput,
+      watchParent: opts.watchParent,
+    });
+  };
+  const started = await Promise.allSettled(Array.from({ length: n }, (_, i) => startNode(i)));
+  const failed = started.find((s): s is PromiseRejectedResult => s.status === "rejected");
+  if (failed) {
+    // leave nothing running (its output pipes would keep this process alive)
+    await Promise.all(started.map((s) => (s.status === "fulfilled" ? s.value.kill() : undefined)));
+    throw failed.reason;
+  }
+  const running: Array<RunningNats | null> = started.map((s) => (s as PromiseFulfilledResult<RunningNats>).value);
+  const nodes: ClusterNode[] = running.map((_, i) => ({
+    name: `n${i + 1}`,
+    url: `nats://127.0.0.1:${ports[i]}`,
+    port: ports[i]!,
+    clusterPort: clusterPorts[i]!,
+    storeDir: path.join(workDir, `n${i + 1}`, "js"),
+    current: () => running[i] ?? null,
+    async kill() {
+      await running[i]?.kill();
+      running[i] = null;
+    },
+    async stop() {
+      await running[i]?.stop();
+      running[i] = null;
+    },
+    async restart() {
+      await running[i]?.kill();
+      running[i] = null;
+      running[i] = await startNode(i);
+    },
+  }));
+  const cluster: RunningCluster = {
+    nodes,
+    urls: nodes.map((x) => x.url),
+    workDir,
+    async waitForMetaLeader(timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      let seen = "";
+      for (;;) {
+        const live = running.filter((r): r is RunningNats => r !== null && Boolean(r.monitorUrl));
+        const leaders = await Promise.all(
+          live.map(async (r) => {
+            try {
+              const res = await fetch(`${r.monitorUrl!.replace("0.0.0.0", "127.0.0.1")}/jsz`, { signal: AbortSignal.timeout(2000) });
+              const jsz = (await res.json()) as { meta_cluster?: { leader?: string; replicas?: Array<{ current?: boolean; offline?: boolean }> } };
+              return jsz.meta_cluster?.leader ?? "";
+            } catch {
+              return "";
+            }
+          }),
+        );
+        seen = leaders.join(",");
+        if (live.length > 0 && leaders[0] && leaders.every((l) => l === leaders[0])) return leaders[0];
+        if (Date.now() > deadline) throw new Error(`no JetStream meta leader agreed on within ${timeoutMs} ms (nodes report: ${seen || "nothing"})`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    async waitForCurrent(timeoutMs = 60_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const lagging: string[] = [];
+        await this.waitForMetaLeader(Math.max(1, deadline - Date.now()));
+        for (const [i, r] of running.entries()) {
+          if (!r?.monitorUrl) continue;
+          const jsz = await fetch(`${r.monitorUrl.replace("0.0.0.0", "127.0.0.1")}/jsz?streams=true&consumers=true&config=true`, { signal: AbortSignal.timeout(2000) })
+            .then((res) => res.json() as Promise<JszReport>)
+            .catch(() => null);
+          if (!jsz) {
+            lagging.push(`n${i + 1} (no answer)`);
+            continue;
+          }
+          for (const a of jsz.account_details ?? []) {
+            for (const s of a.stream_detail ?? []) {
+              const replicated = (s.consumer_detail ?? []).filter((c) => c.config?.num_replicas !== 1);
+              for (const [what, cl] of [[s.name, s.cluster] as const, ...replicated.map((c) => [`${s.name}/${c.name}`, c.cluster] as const)]) {
+                if (!cl?.leader) lagging.push(`${what} (no leader)`);
+                else if (cl.leader === `n${i + 1}` && cl.replicas?.some((p) => !p.current || p.offline)) lagging.push(`${what} (replica behind)`);
+              }
+            }
+          }
+        }
+        if (lagging.length === 0) return;
+        if (Date.now() > deadline) throw new Error(`the cluster did not catch up within ${timeoutMs} ms: ${lagging.slice(0, 10).join(", ")}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    },
+    async stop() {
+      await Promise.all(nodes.map((x) => x.stop()));
+    },
+  };
+  try {
+    await cluster.waitForMetaLeader();
+  } catch (err) {
+    await Promise.all(nodes.map((x) => x.kill()));
+    throw err;
+  }
+  return cluster;
+}

@@ -10,6 +10,7 @@ import { connect, errors as natsErrors, type ConnectionOptions, type NatsConnect
 import {
   jetstream,
   jetstreamManager,
+  JetStreamApiError,
   DiscardPolicy,
   RetentionPolicy,
   StorageType,
@@ -20,7 +21,9 @@ import {
 import { Kvm, type KV } from "@nats-io/kv";
 import { Objm, type ObjectStore } from "@nats-io/obj";
 import { ConfigError } from "./config.js";
+import { isTransient, retryTransient } from "./errors.js";
 import type { Logger } from "./log.js";
+import { logsStreamConfig } from "./logs.js";
 import { NAS_BUCKETS } from "./nas/wire.js";
 import { BUCKETS, STREAMS, subjects } from "./subjects.js";
 
@@ -124,6 +127,15 @@ export interface InfraOptions {
   queueMaxBytes?: number;
   /** Upper bound on queued jobs per subject, i.e. per model (shard): new ones are refused beyond it. */
   queueMaxMsgs?: number;
+  /**
+   * Replicas of every stream, bucket and object store created here (JETSHARD_REPLICAS): 1 on one server, 3 on a
+   * cluster. Consumers inherit their stream's. Existing ones are never changed (see `raiseReplicas`). Default 1.
+   */
+  replicas?: number;
+  /** Told (warn) about existing streams with fewer replicas than `replicas`. */
+  log?: Logger;
+  /** The LOGS stream of central logs (config.logs): made sure of when `stream` is on; absent, it is left alone. */
+  logs?: { stream: boolean; maxBytes: number; maxAgeMs: number };
 }
 
 export interface Infra {
@@ -137,6 +149,8 @@ export interface Infra {
   claims: ObjectStore;
   /** Async job records (status, attempts, timestamps); entries expire after the result retention. */
   jobs: KV;
+  /** Replicas of what jetshard creates (InfraOptions.replicas), for buckets opened later (NAS, API keys). */
+  replicas: number;
 }
 
 /**
@@ -178,6 +192,22 @@ function isStreamNotFound(err: unknown): boolean {
   return e?.code === 10059 || e?.message === "stream not found";
 }
 
+/**
+ * A stream create refused because the servers cannot hold its replicas, as the ConfigError naming JETSHARD_REPLICAS
+ * it is (10074: replicas on a single, non-clustered server; 10005: no suitable peers, i.e. more replicas than
+ * JetStream servers); null for anything else.
+ */
+function replicasError(err: unknown, stream: string, replicas: number): ConfigError | null {
+  if (!(err instanceof JetStreamApiError)) return null;
+  if (err.code === 10074) {
+    return new ConfigError(`JETSHARD_REPLICAS=${replicas}, but NATS is a single server without clustering: stream ${stream} cannot have more than 1 replica (set JETSHARD_REPLICAS=1, or run a cluster)`);
+  }
+  if (err.code === 10005) {
+    return new ConfigError(`JETSHARD_REPLICAS=${replicas}: the NATS cluster has no ${replicas} JetStream servers to place stream ${stream} on (lower JETSHARD_REPLICAS to at most the number of servers)`);
+  }
+  return null;
+}
+
 /** Binds to a stream when it exists; creates it only when it is missing (then another process may win the race). */
 async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
   try {
@@ -192,7 +222,7 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
   } catch (err) {
     // another process may have created it between our info and add
     await jsm.streams.info(cfg.name).catch(() => {
-      throw permissionViolation(err) ? deniedError(cfg.name, err) : err;
+      throw permissionViolation(err) ? deniedError(cfg.name, err) : (replicasError(err, cfg.name, cfg.num_replicas ?? 1) ?? err);
     });
   }
 }
@@ -203,12 +233,16 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
  * @throws NatsPermissionError when a stream is missing and this user may not create it, or may not read it.
  */
 export async function openInfra(nc: NatsConnection, opts: InfraOptions): Promise<Infra> {
-  const jsm = await jetstreamManager(nc).catch((err) => {
+  const replicas = opts.replicas ?? 1;
+  // a process starting while the cluster elects leaders (or a server restarts) waits for it rather than exit
+  const until = Date.now() + START_RETRY_MS;
+  const jsm = await retryTransient(() => jetstreamManager(nc), until).catch((err) => {
     const pv = permissionViolation(err);
     throw pv ? new NatsPermissionError(`this NATS user may not use JetStream (denied: ${pv.subject}); a client user may only publish jobs`, pv.subject, { cause: err }) : err;
   });
+  const ensure = (cfg: Partial<StreamConfig> & { name: string }) => retryTransient(() => ensureStream(jsm, cfg), until);
   const js = jetstream(nc);
-  await ensureStream(jsm, {
+  await ensure({
     name: STREAMS.jobs,
     subjects: [subjects.inferAll, subjects.stageAll, subjects.nasAll],
     retention: RetentionPolicy.Workqueue,
@@ -219,9 +253,9 @@ export async function openInfra(nc: NatsConnection, opts: InfraOptions): Promise
     max_msgs_per_subject: opts.queueMaxMsgs ?? 100_000,
     discard_new_per_subject: true,
     duplicate_window: ms(120_000),
-    num_replicas: 1,
+    num_replicas: replicas,
   });
-  await ensureStream(jsm, {
+  await ensure({
     name: STREAMS.results,
     subjects: [subjects.resultsAll],
     retention: RetentionPolicy.Limits,
@@ -230,9 +264,9 @@ export async function openInfra(nc: NatsConnection, opts: InfraOptions): Promise
     max_age: ms(opts.resultRetentionMs),
     max_bytes: 1024 * 1024 * 1024,
     duplicate_window: ms(120_000),
-    num_replicas: 1,
+    num_replicas: replicas,
   });
-  await ensureStream(jsm, {
+  await ensure({
     name: STREAMS.dlq,
     subjects: [subjects.dlqAll],
     retention: RetentionPolicy.Limits,
@@ -240,59 +274,131 @@ export async function openInfra(nc: NatsConnection, opts: InfraOptions): Promise
     discard: DiscardPolicy.Old,
     max_age: ms(7 * 24 * 3600_000),
     max_bytes: 512 * 1024 * 1024,
-    num_replicas: 1,
+    num_replicas: replicas,
   });
   const kvm = new Kvm(nc);
-  const workers = await openKv(kvm, BUCKETS.workers, { ttl: opts.workerTtlMs, history: 1 });
-  const models = await openKv(kvm, BUCKETS.models, { history: 5 });
-  const jobs = await openKv(kvm, BUCKETS.jobs, { ttl: opts.resultRetentionMs, history: 1 });
+  const workers = await openKv(kvm, BUCKETS.workers, { ttl: opts.workerTtlMs, history: 1, replicas });
+  const models = await openKv(kvm, BUCKETS.models, { history: 5, replicas });
+  const jobs = await openKv(kvm, BUCKETS.jobs, { ttl: opts.resultRetentionMs, history: 1, replicas });
   const objm = new Objm(nc);
-  const objects = await openObjectStore(objm, BUCKETS.modelObjects, {});
-  const claims = await openObjectStore(objm, BUCKETS.claims, { ttl: ms(3600_000) });
-  await Promise.all([openKv(kvm, NAS_BUCKETS.experiments, NAS_BUCKET_OPTS), openKv(kvm, NAS_BUCKETS.trials, NAS_BUCKET_OPTS)]);
+  const objects = await openObjectStore(objm, BUCKETS.modelObjects, { replicas });
+  const claims = await openObjectStore(objm, BUCKETS.claims, { ttl: ms(3600_000), replicas });
+  await Promise.all([openKv(kvm, NAS_BUCKETS.experiments, { ...NAS_BUCKET_OPTS, replicas }), openKv(kvm, NAS_BUCKETS.trials, { ...NAS_BUCKET_OPTS, replicas })]);
   // JetStream announces jobs that ran out of deliveries only as core NATS advisories: keep them in a stream
   // so none is missed while no worker listens.
-  await ensureStream(jsm, {
+  await ensure({
     name: STREAMS.advisories,
     subjects: [`$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${STREAMS.jobs}.>`],
     retention: RetentionPolicy.Workqueue,
     storage: StorageType.File,
     max_age: ms(7 * 24 * 3600_000),
-    num_replicas: 1,
+    num_replicas: replicas,
   });
-  return { nc, js, jsm, workers, models, objects, claims, jobs };
+  if (opts.logs?.stream) {
+    // central logs must never keep a process from starting: without LOGS its records are only local
+    await ensureStream(jsm, logsStreamConfig({ ...opts.logs, replicas })).catch((err: unknown) =>
+      opts.log?.warn({ err }, "central logs: could not bind to or create the LOGS stream; log records stay local"),
+    );
+  }
+  if (opts.log && replicas > 1) {
+    for (const s of await replicaShortfall(jsm, replicas, INFRA_STREAMS)) {
+      opts.log.warn(
+        { stream: s.stream, replicas: s.replicas, wanted: replicas },
+        `stream ${s.stream} has ${s.replicas} replica(s) but JETSHARD_REPLICAS=${replicas}: it was created before; raise it with \`nats stream edit ${s.stream} --replicas ${replicas}\` (or raiseReplicas as admin)`,
+      );
+    }
+  }
+  return { nc, js, jsm, workers, models, objects, claims, jobs, replicas };
+}
+
+/**
+ * Every stream jetshard creates: openInfra's (LOGS only with central logs on), and the `apikeys` bucket the gateway
+ * opens with keys on (KV buckets are streams KV_<b>, object stores OBJ_<o>).
+ */
+export const INFRA_STREAMS: readonly string[] = [
+  STREAMS.jobs,
+  STREAMS.results,
+  STREAMS.dlq,
+  STREAMS.advisories,
+  `KV_${BUCKETS.workers}`,
+  `KV_${BUCKETS.models}`,
+  `KV_${BUCKETS.jobs}`,
+  `KV_${NAS_BUCKETS.experiments}`,
+  `KV_${NAS_BUCKETS.trials}`,
+  `OBJ_${BUCKETS.modelObjects}`,
+  `OBJ_${BUCKETS.claims}`,
+  `KV_${BUCKETS.apiKeys}`,
+  STREAMS.logs,
+];
+
+/**
+ * The streams among `names` that exist with fewer than `replicas` replicas (created under an earlier, lower
+ * JETSHARD_REPLICAS). Missing streams and streams this user may not read are left out.
+ */
+export async function replicaShortfall(jsm: JetStreamManager, replicas: number, names: readonly string[] = INFRA_STREAMS): Promise<Array<{ stream: string; replicas: number }>> {
+  const out: Array<{ stream: string; replicas: number }> = [];
+  for (const stream of names) {
+    const info = await jsm.streams.info(stream).catch(() => null);
+    const have = info?.config.num_replicas || 1;
+    if (info && have < replicas) out.push({ stream, replicas: have });
+  }
+  return out;
+}
+
+/**
+ * Raises every stream among `names` that has fewer than `replicas` replicas to `replicas` (nats-server 2.9 can
+ * scale a stream up in place; the new replicas catch up in the background, and its consumers follow). Never
+ * lowers one. An operator's step (admin rights: $JS.API.STREAM.UPDATE), not something every process does on
+ * start: scaling copies the whole stream to the new peers. Returns the streams it raised.
+ * @throws the JetStream error when an update is refused (e.g. fewer servers than `replicas`).
+ */
+export async function raiseReplicas(jsm: JetStreamManager, replicas: number, names: readonly string[] = INFRA_STREAMS): Promise<string[]> {
+  const raised: string[] = [];
+  for (const s of await replicaShortfall(jsm, replicas, names)) {
+    const info = await jsm.streams.info(s.stream);
+    await jsm.streams.update(s.stream, { ...info.config, num_replicas: replicas });
+    raised.push(s.stream);
+  }
+  return raised;
 }
 
 /** Settings of the NAS `experiments` and `trials` buckets (shared/nas/store.ts opens them too). */
 export const NAS_BUCKET_OPTS = { history: 1 } as const;
 
+/** How long opening the streams and buckets rides out transient NATS errors (leader elections, a server restarting). */
+const START_RETRY_MS = 30_000;
+
 /**
- * Bind-or-create, retried: processes starting together race to create the same bucket. nats.js' `create` of a KV
+ * Bind-or-create, retried: processes starting together race to create the same bucket, and transient NATS errors
+ * (isTransient) are retried for up to START_RETRY_MS. nats.js' `create` of a KV
  * bucket or object store asks for the stream's info first and adds the stream only on "stream not found", so on an
  * existing bucket it only binds (which needs no right to create streams).
  */
-async function bindOrCreate<T>(stream: string, open: () => Promise<T>): Promise<T> {
+async function bindOrCreate<T>(stream: string, open: () => Promise<T>, replicas = 1): Promise<T> {
+  const until = Date.now() + START_RETRY_MS;
   for (let i = 0; ; i++) {
     try {
       return await open();
     } catch (err) {
       if (permissionViolation(err)) throw deniedError(stream, err);
-      if (i >= 9) throw err;
+      const bad = replicasError(err, stream, replicas);
+      if (bad) throw bad;
+      if (i >= 9 && !(isTransient(err) && Date.now() < until)) throw err;
     }
-    await new Promise((r) => setTimeout(r, 50 * (i + 1)));
+    await new Promise((r) => setTimeout(r, 50 * Math.min(i + 1, 10)));
   }
 }
 
-function openObjectStore(objm: Objm, name: string, opts: { ttl?: number }): Promise<ObjectStore> {
-  return bindOrCreate(`OBJ_${name}`, () => objm.create(name, { storage: StorageType.File, ...opts }));
+function openObjectStore(objm: Objm, name: string, opts: { ttl?: number; replicas?: number }): Promise<ObjectStore> {
+  return bindOrCreate(`OBJ_${name}`, () => objm.create(name, { storage: StorageType.File, ...opts }), opts.replicas);
 }
 
 /**
  * Binds to a file-backed KV bucket, creating it when it is missing; safe to race with other processes doing the same.
  * @throws NatsPermissionError when it is missing and this user may not create it.
  */
-export function openKv(kvm: Kvm, name: string, opts: { ttl?: number; history?: number }): Promise<KV> {
-  return bindOrCreate(`KV_${name}`, () => kvm.create(name, { ...opts, storage: StorageType.File }));
+export function openKv(kvm: Kvm, name: string, opts: { ttl?: number; history?: number; replicas?: number }): Promise<KV> {
+  return bindOrCreate(`KV_${name}`, () => kvm.create(name, { ...opts, storage: StorageType.File }), opts.replicas);
 }
 
 /** True when a JetStream error means "not found" (stream, consumer, message). */

@@ -15,7 +15,7 @@ import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type Co
 import { headers as natsHeaders, type Msg, type MsgHdrs, type Subscription } from "@nats-io/transport-node";
 import { deadLetter } from "#shared/dlq.js";
 import { readEnvelope, jobIdOf, type Envelope, type Priority } from "#shared/envelope.js";
-import { JobError, toJobError, type ErrorCode } from "#shared/errors.js";
+import { JobError, retryTransient, toJobError, type ErrorCode } from "#shared/errors.js";
 import { TERMINAL, casJob, getJob, newJobRecord, updateJob, type JobRecord } from "#shared/jobs.js";
 import type { Logger } from "#shared/log.js";
 import type { Infra } from "#shared/nats.js";
@@ -168,9 +168,14 @@ export interface JobRuntime {
 
 /**
  * Binds to a durable pull consumer, creating it with `config` when it does not exist (safe to race with other
- * workers doing the same). An existing consumer is used as it is.
+ * workers doing the same). An existing consumer is used as it is. Transient NATS errors (a cluster electing the
+ * consumer's leader, a server restarting) are retried for up to 30 s, so a worker starting meanwhile waits for it.
  */
-export async function openConsumer(infra: Infra, stream: string, name: string, config: Partial<ConsumerConfig>): Promise<Consumer> {
+export function openConsumer(infra: Infra, stream: string, name: string, config: Partial<ConsumerConfig>): Promise<Consumer> {
+  return retryTransient(() => openConsumerOnce(infra, stream, name, config), Date.now() + 30_000);
+}
+
+async function openConsumerOnce(infra: Infra, stream: string, name: string, config: Partial<ConsumerConfig>): Promise<Consumer> {
   try {
     return await infra.js.consumers.get(stream, name);
   } catch (err) {

@@ -65,7 +65,8 @@ export class NasStore {
    */
   static async open(infra: Infra): Promise<NasStore> {
     const kvm = new Kvm(infra.nc);
-    const [experiments, trials] = await Promise.all([openKv(kvm, NAS_BUCKETS.experiments, NAS_BUCKET_OPTS), openKv(kvm, NAS_BUCKETS.trials, NAS_BUCKET_OPTS)]);
+    const opts = { ...NAS_BUCKET_OPTS, replicas: infra.replicas };
+    const [experiments, trials] = await Promise.all([openKv(kvm, NAS_BUCKETS.experiments, opts), openKv(kvm, NAS_BUCKETS.trials, opts)]);
     return new NasStore(infra, experiments, trials);
   }
 
