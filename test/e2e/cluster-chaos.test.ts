@@ -97,8 +97,11 @@ t.test("3-node cluster, replicas 3: NATS nodes and workers SIGKILLed with 5,000 
   // is spared, so the backlog always has someone to drain it.
   let workerKills = 0;
   const replacing: Array<Promise<unknown>> = [];
-  const killWorker = () => {
-    const live = workers.filter((w) => w.exitCode === null && w.signalCode === null);
+  const alive = () => workers.filter((w) => w.exitCode === null && w.signalCode === null);
+  const killWorker = async () => {
+    // on a loaded host a replacement may still be starting: wait for it rather than skip the kill
+    if (alive().length < 2) await Promise.allSettled(replacing);
+    const live = alive();
     if (live.length < 2) return;
     live[workerKills % live.length]!.kill("SIGKILL");
     workerKills++;
@@ -109,7 +112,7 @@ t.test("3-node cluster, replicas 3: NATS nodes and workers SIGKILLed with 5,000 
     while (chaos) {
       const mark = await results();
       await waitFor("500 more results", async () => !chaos || (await results()) >= mark + 500, 120_000, 200).catch(() => undefined);
-      if (chaos) killWorker();
+      if (chaos) await killWorker();
     }
   })();
 
@@ -128,7 +131,7 @@ t.test("3-node cluster, replicas 3: NATS nodes and workers SIGKILLed with 5,000 
     const f: Fault = { name: `${name}: SIGKILL ${victim.name} (${role})`, node: victim.name, killedAt: performance.now(), end: 0, inFlight, restartMs: 0 };
     faults.push(f);
     await victim.kill();
-    killWorker();
+    await killWorker();
     const before = accepted.length;
     await waitFor("submissions accepted again after the kill", () => accepted.length >= before + 50, 60_000);
     const r0 = performance.now();
@@ -136,7 +139,7 @@ t.test("3-node cluster, replicas 3: NATS nodes and workers SIGKILLed with 5,000 
     await stack.cluster.waitForCurrent(60_000);
     f.restartMs = performance.now() - r0;
     f.end = performance.now();
-    killWorker();
+    await killWorker();
   };
   try {
     await waitFor("the first results", async () => (await results()) >= 1, 60_000, 100);
