@@ -20,19 +20,25 @@ export async function sigkillMidRequest(t: Test, direct: boolean): Promise<void>
   const rows = 64;
   const data = Float32Array.from({ length: rows * 1024 }, (_, i) => Math.cos(i));
   const pending = client.infer("slow", [{ name: "input", datatype: "FP32", shape: [rows, 1024], data }], { timeoutMs: 120_000, direct });
+  const ids = async () => {
+    const all: string[] = [];
+    for await (const k of await stack.infra.workers.keys()) all.push(k);
+    return all;
+  };
+  const victimId = await waitFor("the victim registered", async () => (await ids())[0]);
   // wait until the victim reports the job in flight, then kill it mid-run
   await waitFor("job in flight on the victim", async () => {
-    const ids: string[] = [];
-    for await (const k of await stack.infra.workers.keys()) ids.push(k);
-    const e = ids[0] ? await stack.infra.workers.get(ids[0]) : null;
+    const e = await stack.infra.workers.get(victimId);
     return e && WorkerInfoSchema.parse(e.json()).inFlight > 0;
   }, 20_000, 20);
   victim.kill("SIGKILL");
   await new Promise((r) => victim.once("exit", r));
-  const rescuer = await stack.worker();
+  // in a process of its own: an in-process worker's ORT run would block this process's NATS connection too
+  await stack.workerProcess();
+  const rescuerId = await waitFor("the rescuer registered", async () => (await ids()).find((id) => id !== victimId));
 
   const res = await pending;
-  t.equal(res.worker, rescuer.id, "finished by the worker started after the crash");
+  t.equal(res.worker, rescuerId, "finished by the worker started after the crash");
   const s = await ort.InferenceSession.create(bytes);
   const want = (await s.run({ input: new ort.Tensor("float32", data, [rows, 1024]) })).output!.data as Float32Array;
   t.same(res.outputs[0]!.data, want, "result is correct");
