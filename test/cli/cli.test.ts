@@ -1,24 +1,13 @@
 import t from "tap";
 import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { encodeModel, mlp } from "#shared/onnx/builder.js";
 import { CommanderError } from "commander";
 import { buildProgram } from "../../services/cli/program.js";
 import { BIN, cli } from "../helpers/cli.js";
-import { ROOT, startStack } from "../helpers/stack.js";
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+import { ROOT, freePort, startStack } from "../helpers/stack.js";
 
 /** `jetshard <args>` parsed in this process (help and usage errors only: no command runs). */
 async function parseOnly(...args: string[]): Promise<{ exitCode: number; out: string; err: string }> {

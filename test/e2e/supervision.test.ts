@@ -1,19 +1,8 @@
 import t from "tap";
 import { spawn } from "node:child_process";
-import net from "node:net";
 import { DEMO_MLP, DEMO_MLP_REQUEST } from "#shared/demo.js";
 import { BIN } from "../helpers/cli.js";
-import { ROOT, startStack, waitFor } from "../helpers/stack.js";
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+import { ROOT, freePort, startStack, waitFor } from "../helpers/stack.js";
 
 const alive = (pid: number) => {
   try {

@@ -3,6 +3,7 @@
  * and workers (built exactly as main.ts builds them), and worker child processes for crash tests.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import net from "node:net";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -35,12 +36,23 @@ export interface Stack {
  */
 export async function startStack(t: Test, extraEnv: Record<string, string> = {}, opts: { natsExtra?: string; nats?: Parameters<typeof startTestNats>[1] } = {}): Promise<Stack> {
   const nats = await startTestNats(t, { extra: opts.natsExtra, ...opts.nats });
+  return { nats, ...(await stackOn(t, nats.url, extraEnv)) };
+}
+
+/** What a stack is besides its NATS: built on `natsUrl` (one server, or a cluster's comma-separated URLs). */
+export type StackPieces = Omit<Stack, "nats">;
+
+/**
+ * The jetshard side of a test stack on servers already running: a temp data dir, the env every process gets, the
+ * test's own connection, and in-process gateways and workers or worker processes (stopped at teardown).
+ */
+export async function stackOn(t: Test, natsUrl: string, extraEnv: Record<string, string> = {}): Promise<StackPieces> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "jetshard-test-"));
   t.teardown(() => rm(dataDir, { recursive: true, force: true }));
   /** A model cache dir for one worker, inside the stack's data dir (removed with it). */
   const cacheDir = () => mkdtemp(path.join(dataDir, "cache-"));
   const env: Record<string, string> = {
-    JETSHARD_NATS_URL: nats.url,
+    JETSHARD_NATS_URL: natsUrl,
     JETSHARD_HOST: "127.0.0.1",
     JETSHARD_PORT: "0",
     JETSHARD_DATA_DIR: dataDir,
@@ -55,8 +67,7 @@ export async function startStack(t: Test, extraEnv: Record<string, string> = {},
   const nc = await connectNats(config, "test");
   t.teardown(() => nc.close());
   const infra = await openInfra(nc, config);
-  const stack: Stack = {
-    nats,
+  return {
     env,
     config,
     infra,
@@ -77,7 +88,17 @@ export async function startStack(t: Test, extraEnv: Record<string, string> = {},
       return startWorkerProcess(t, { ...env, JETSHARD_LOG_LEVEL: "info", JETSHARD_CACHE_DIR: await cacheDir(), ...more });
     },
   };
-  return stack;
+}
+
+/** A free loopback TCP port (closed again: whoever binds it next may race, so use it at once). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
 }
 
 /**
