@@ -12,6 +12,7 @@
  * A processor only parses, runs and publishes its kind of answer (inference.ts, nas-runner.ts, advisories.ts).
  */
 import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type Consumer, type ConsumerConfig, type ConsumerMessages, type JsMsg, type StoredMsg } from "@nats-io/jetstream";
+import { setMaxListeners } from "node:events";
 import { headers as natsHeaders, type Msg, type MsgHdrs, type Subscription } from "@nats-io/transport-node";
 import { deadLetter } from "#shared/dlq.js";
 import { readEnvelope, jobIdOf, type Envelope, type Priority } from "#shared/envelope.js";
@@ -146,6 +147,11 @@ export interface JobRuntimeDeps extends LifecycleDeps {
   processor: Processor<any, any>;
   /** A source with `restart: false` ended on its own and was dropped. */
   onSourceEnded?: (key: string, err: unknown) => void;
+  /**
+   * Announces a high-priority message taken for processing to whatever its processor waits for (the worker's
+   * ORT run slots): returns the call that says it started (or will not), see Semaphore.expect.
+   */
+  announceHigh?: () => () => void;
 }
 
 export interface JobRuntime {
@@ -199,6 +205,16 @@ export function jobConsumerConfig(filter: string, opts: { ackWaitMs: number; max
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * The controller that closes a source. Every request waiting for a slot listens on its signal (up to the
+ * runtime's concurrency): more than Node's default of 10 listeners is expected, not a leak.
+ */
+function closer(): AbortController {
+  const c = new AbortController();
+  setMaxListeners(0, c.signal);
+  return c;
+}
 
 /**
  * A JsMsg as a Held message whose lease is extended every `keepAliveMs` until it is answered.
@@ -413,6 +429,8 @@ interface LifecycleOptions {
   priority: Priority;
   stopping: () => boolean;
   onResult?: (kind: "succeeded" | "failed") => void;
+  /** Called once the job starts its work (or will not run at all). */
+  onStart?: () => void;
 }
 
 /** Takes one held message through its whole lifecycle; answers it exactly once. Never throws. */
@@ -439,13 +457,18 @@ async function runLifecycle<J extends JobRef, R>(deps: LifecycleDeps, processor:
         throw new JobError("DEADLINE_EXCEEDED", `job ${job.id} passed its deadline before it could run`);
       }
       const t = tracker;
-      if (!processor.reportsStart) t?.start();
-      run = await processor.run(job, { held, signal: opts.signal, priority: opts.priority, log: jlog, started: () => t?.start() });
+      const started = () => {
+        opts.onStart?.();
+        t?.start();
+      };
+      if (!processor.reportsStart) started();
+      run = await processor.run(job, { held, signal: opts.signal, priority: opts.priority, log: jlog, started });
       outcome = run.kind === "succeeded" ? { kind: "succeeded" } : { kind: run.kind, reason: run.reason };
     }
   } catch (err) {
     outcome = err instanceof Released ? { kind: "released", reason: err.message } : { kind: "failed", error: toJobError(err, processor.fallbackCode ?? "INTERNAL") };
   }
+  opts.onStart?.();
   try {
     await settle(deps, processor, held, { outcome, job, run, envId, jlog, opts, tracker });
   } catch (err) {
@@ -654,6 +677,7 @@ export function createJobRuntime(deps: JobRuntimeDeps): JobRuntime {
       priority,
       stopping: () => stopping,
       onResult: (kind) => stats[kind]++,
+      onStart: priority === "high" ? deps.announceHigh?.() : undefined,
     }).finally(() => {
       active--;
       slots.release();
@@ -794,7 +818,7 @@ export function createJobRuntime(deps: JobRuntimeDeps): JobRuntime {
     keys: () => [...sources.keys(), ...directs.keys()],
     addDirect(spec) {
       if (directs.has(spec.key) || stopping) return;
-      const d = { waiting: 0, closing: new AbortController(), sub: null as unknown as Subscription };
+      const d = { waiting: 0, closing: closer(), sub: null as unknown as Subscription };
       d.sub = deps.infra.nc.subscribe(spec.subject, {
         queue: spec.queue,
         callback: (err, m) => {
@@ -807,7 +831,7 @@ export function createJobRuntime(deps: JobRuntimeDeps): JobRuntime {
       if (sources.has(spec.key) || stopping) return;
       const consumer = await spec.open();
       if (sources.has(spec.key) || stopping) return;
-      const src: Source = { spec, consumer, msgs: null, closed: false, closing: new AbortController(), loops: 0, pullsOpenUntil: 0, failures: 0 };
+      const src: Source = { spec, consumer, msgs: null, closed: false, closing: closer(), loops: 0, pullsOpenUntil: 0, failures: 0 };
       sources.set(spec.key, src);
       if (spec.fetch.mode === "stream") {
         // open the message stream before returning, so a caller that advertises the source is telling the truth
