@@ -83,6 +83,9 @@ export function natsConnectionOptions(cfg: NatsConnectConfig, name: string): Con
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,
     pingInterval: 10_000,
+    // nats.js otherwise creates an Error per request and per timer up front, only to have a stack to show should
+    // it time out: profiled at ~15 % of a worker's CPU on tracked jobs. Our errors say what timed out anyway.
+    noAsyncTraces: true,
     ...(s.user ? { user: s.user, pass: s.password } : {}),
     ...(s.token ? { token: s.token } : {}),
     ...(inboxPrefix ? { inboxPrefix } : {}),
