@@ -4,7 +4,6 @@
  */
 import { Hono, type Context } from "hono";
 import { z } from "zod";
-import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { JetshardClient } from "#shared/client.js";
 import type { JetshardConfig } from "#shared/config.js";
@@ -19,7 +18,7 @@ import { InferRequestSchema, WIRE_COMPRESSIONS, WIRE_DTYPES, isLive, zodMessage,
 import { HEADER_LENGTH, binaryOutputs, encodeBinaryResponse, splitBinaryBody, tensorsFromBinaryRequest } from "#shared/binary.js";
 import { experimentRoutes } from "./experiments.js";
 import { jobRoutes } from "./jobs-routes.js";
-import { readJson } from "./body.js";
+import { bodyLimit, readJson } from "./body.js";
 import { dashboardRoutes } from "./dashboard.js";
 import { createLiveSampler, type LiveSampler } from "./live.js";
 import { parseDurationMs } from "#shared/jobs.js";

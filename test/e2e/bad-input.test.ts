@@ -1,3 +1,4 @@
+import http from "node:http";
 import t from "tap";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { STREAMS, consumerName, subjects, HEADERS } from "#shared/subjects.js";
@@ -49,6 +50,29 @@ t.test("bad input gets a clear 4xx and never crashes the gateway", async (t) => 
   t.equal((await fetch(`${gw.url}/v1/models/junk`)).status, 404, "nothing stored for the invalid upload");
   const listed = ((await (await fetch(`${gw.url}/v1/models`)).json()) as any);
   t.same(listed.models.map((m: { name: string }) => m.name), ["lonely", "m"]);
+
+  // a chunked body declares no length: it is counted as it streams, over the limit or not
+  const chunked = (body: string) =>
+    fetch(`${gw.url}/v2/models/m/infer`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: new ReadableStream({ start: (c) => (c.enqueue(new TextEncoder().encode(body)), c.close()) }),
+      duplex: "half",
+    } as RequestInit);
+  const big = await chunked(JSON.stringify({ inputs: [{ ...good, shape: [20000, 4], data: Array(80000).fill(1.5) }] }));
+  t.equal(big.status, 413, "a chunked body over the limit");
+  t.match(((await big.json()) as any).error, /exceeds the limit/);
+  t.equal((await chunked(JSON.stringify({ inputs: [good] }))).status, 200, "a chunked body within the limit is served");
+  // a declared length over the limit is refused before any of the body is read
+  const declared = await new Promise<number>((resolve, reject) => {
+    const req = http.request(`${gw.url}/v2/models/m/infer`, { method: "POST", headers: { "content-type": "application/json", "content-length": String(10 * 1024 * 1024) } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on("error", reject);
+    req.write("{");
+  });
+  t.equal(declared, 413, "a Content-Length over the limit, body not sent");
 
   const ok = await infer("m", { inputs: [good] });
   t.equal(ok.status, 200, "the gateway still serves after all of that");
