@@ -41,6 +41,11 @@ export interface Held {
   term(): Promise<void>;
   /** Extends the lease now (the runtime also does so on a timer). */
   working(): void;
+  /**
+   * A direct request only: tells its caller now which worker holds it (see ACCEPT_AFTER_MS). A processor calls it
+   * before work that may keep the event loop busy past the announcement's timer (a long ORT run).
+   */
+  announce?(): void;
 }
 
 /** What every parsed job tells the runtime. */
@@ -284,12 +289,32 @@ export function holdStored(infra: Infra, sm: StoredMsg, deliveries: number): Hel
 }
 
 /**
+ * A direct request still running after this long is announced to its caller (the `Jetshard-Accepted` header, with
+ * this worker's id), well within the client's DIRECT_CHECK_MS (1 s), after which it re-sends a request nobody
+ * announced through JOBS. Answers within it need no announcement.
+ */
+export const ACCEPT_AFTER_MS = 200;
+const EMPTY = new Uint8Array(0);
+
+/**
  * A direct (core NATS) request as a Held message. Nothing stores it, so answering it is a no-op; `nak` hands it
  * over to JOBS under `jobSubject` (dedup id: the job id), from where any worker runs it with JetStream's
  * redelivery and retries: its attempts start again there, and its backoff is JetStream's immediate delivery.
  */
-export function holdDirect(infra: Infra, m: Msg, jobSubject: string, log: Logger): Held {
+export function holdDirect(infra: Infra, m: Msg, jobSubject: string, log: Logger, accepted?: MsgHdrs): Held {
   const env = readEnvelope(m.headers);
+  // tell the caller who holds its request only when the answer is not coming at once: most are answered sooner,
+  // and an accept message each would cost a publish here and a wake-up there (see the client's DIRECT_CHECK_MS)
+  const reply = env.reply;
+  let answered = false;
+  let announced = false;
+  const announce = () => {
+    if (announced || answered || !accepted || !reply) return;
+    announced = true;
+    clearTimeout(timer);
+    infra.nc.publish(reply, EMPTY, { headers: accepted });
+  };
+  const timer = accepted && reply ? setTimeout(announce, ACCEPT_AFTER_MS) : undefined;
   const handOver = async () => {
     const h = m.headers ?? natsHeaders();
     const id = env.jobId ?? env.msgId;
@@ -301,10 +326,10 @@ export function holdDirect(infra: Infra, m: Msg, jobSubject: string, log: Logger
       log.warn({ err, job: id }, "could not hand a direct request over to JOBS");
     }
   };
-  let answered = false;
   const once = (fn: () => Promise<void>) => () => {
     if (answered) return Promise.resolve();
     answered = true;
+    clearTimeout(timer);
     return fn();
   };
   return {
@@ -318,6 +343,7 @@ export function holdDirect(infra: Infra, m: Msg, jobSubject: string, log: Logger
     term: once(async () => undefined),
     nak: once(handOver),
     working: () => undefined,
+    announce,
   };
 }
 
@@ -775,15 +801,14 @@ export function createJobRuntime(deps: JobRuntimeDeps): JobRuntime {
     }
   }
 
-  /** Takes one direct request: tells the caller who has it, then runs it in a free slot or hands it over to JOBS. */
+  /** Takes one direct request: runs it in a free slot (announcing it to the caller if it takes a while) or hands it over to JOBS. */
   function onDirect(spec: DirectSpec, d: { waiting: number; closing: AbortController }, m: Msg): void {
-    const held = holdDirect(deps.infra, m, spec.jobSubject, log);
+    const held = holdDirect(deps.infra, m, spec.jobSubject, log, acceptedHeaders);
     if (stopping || d.closing.signal.aborted || d.waiting >= spec.buffer) {
       const p = held.nak(0).finally(() => handingBack.delete(p));
       handingBack.add(p);
       return;
     }
-    if (held.env.reply) deps.infra.nc.publish(held.env.reply, EMPTY, { headers: acceptedHeaders });
     if (slots.tryAcquire(held.env.priority)) return dispatch(held.env.priority, held);
     d.waiting++;
     void slots.acquireUnless(d.closing.signal, held.env.priority).then((got) => {
@@ -797,7 +822,6 @@ export function createJobRuntime(deps: JobRuntimeDeps): JobRuntime {
       dispatch(held.env.priority, held);
     });
   }
-  const EMPTY = new Uint8Array(0);
   const acceptedHeaders = natsHeaders();
   acceptedHeaders.set(HEADERS.accepted, deps.workerId);
 
