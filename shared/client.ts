@@ -16,7 +16,7 @@ import type { Tensor } from "./tensor.js";
 import { MAX_PARAMETER_DEPTH, encodeFrame, withinDepth, type JobMeta } from "./wire.js";
 import { connectNats, openInfra, type Infra, type NatsSettings } from "./nats.js";
 import { loadConfig } from "./config.js";
-import { createJob, getJob, jobIdFromKey, type JobRecord } from "./jobs.js";
+import { createJob, getJob, inlineResultOf, jobIdFromKey, publicRecord, type JobRecord } from "./jobs.js";
 import { DEFAULT_TENANT } from "./auth.js";
 
 /** How long the connection may be down before pending sync calls fail (a stale-connection blip reconnects sooner). */
@@ -358,11 +358,18 @@ export class JetshardClient {
 
   /** The job's record, or null. */
   async job(id: string): Promise<JobRecord | null> {
-    return (await getJob(await this.infra(), id))?.record ?? null;
+    const rec = (await getJob(await this.infra(), id))?.record;
+    return rec ? publicRecord(rec) : null;
   }
 
-  /** The stored result of a job, or null when there is none (yet). */
-  async result(id: string): Promise<InferResult | null> {
+  /**
+   * The stored result of a job, or null when there is none (yet). `record`: the job's record when the caller has
+   * it (e.g. from a watch of the `jobs` bucket), which holds small results itself: then nothing is read.
+   */
+  async result(id: string, record?: JobRecord): Promise<InferResult | null> {
+    const rec = record ?? (await getJob(await this.infra(), id).catch(() => null))?.record;
+    const inline = rec ? inlineResultOf(rec) : null;
+    if (inline) return resultFromMessage(inline);
     // one manager for the client: creating one per call costs a round trip (its account check)
     this.jsmP ??= jetstreamManager(this.nc).catch((err) => {
       this.jsmP = null;

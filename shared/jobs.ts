@@ -36,8 +36,28 @@ export const JobRecordSchema = z.object({
   tenant: z.string().optional(),
   /** JOBS stream sequence, to delete a queued job on cancel (records written before submit and publish ran at once). */
   seq: z.number().int().optional(),
+  /**
+   * The answer itself (the encoded result message, base64) when it is small: kept in the record by the same write
+   * that makes the job terminal, so it costs no RESULTS write and no second read. Larger ones are in RESULTS.
+   * Never shown as it is: readers decode it (resultOf) and strip it (publicRecord).
+   */
+  result: z.string().optional(),
 });
 export type JobRecord = z.infer<typeof JobRecordSchema>;
+
+/** Answers up to this size (encoded) are kept in the job record; larger ones in RESULTS. */
+export const INLINE_RESULT_MAX_BYTES = 16 * 1024;
+
+/** The answer kept in a record, as the result message bytes; null when it is in RESULTS (or there is none). */
+export function inlineResultOf(rec: JobRecord): Uint8Array | null {
+  return rec.result ? new Uint8Array(Buffer.from(rec.result, "base64")) : null;
+}
+
+/** A record as callers see it: without the encoded answer (which they get decoded, as the job's result). */
+export function publicRecord(rec: JobRecord): Omit<JobRecord, "result"> {
+  const { result: _r, ...rest } = rec;
+  return rest;
+}
 
 /** The record of a job nobody recorded yet (published straight to NATS, or its record expired): queued, no attempts. */
 export function newJobRecord(id: string, model: string, queuedAt = Date.now()): JobRecord {
@@ -250,7 +270,7 @@ export async function cancelJob(infra: Infra, id: string): Promise<JobStatus> {
 export async function replayJob(infra: Infra, id: string, allow?: DeadLetterFilter): Promise<DeadLetterEntry> {
   const e = await replayDeadLetter(infra, id, async (entry) => {
     await updateJob(infra, entry.id, (r) =>
-      r ? { ...r, status: "queued", attempts: 0, error: undefined, startedAt: undefined, finishedAt: undefined, deadline: undefined, seq: undefined } : null,
+      r ? { ...r, status: "queued", attempts: 0, error: undefined, result: undefined, startedAt: undefined, finishedAt: undefined, deadline: undefined, seq: undefined } : null,
     );
   }, allow);
   if (!e) throw new JobError("JOB_NOT_FOUND", `dead letter "${id}" not found`);

@@ -7,7 +7,7 @@ import type { JetshardClient } from "#shared/client.js";
 import type { JetshardConfig } from "#shared/config.js";
 import { deleteDeadLetter, listDeadLetters, type DeadLetterFilter } from "#shared/dlq.js";
 import { JobError } from "#shared/errors.js";
-import { JOB_STATUSES, TERMINAL, cancelJob, getJob, listJobs, parseDurationMs, replayJob, waitJob, type JobRecord } from "#shared/jobs.js";
+import { JOB_STATUSES, TERMINAL, cancelJob, getJob, inlineResultOf, listJobs, parseDurationMs, publicRecord, replayJob, waitJob, type JobRecord } from "#shared/jobs.js";
 import type { Logger } from "#shared/log.js";
 import { pickVersion } from "#shared/model-repo.js";
 import type { Infra } from "#shared/nats.js";
@@ -62,12 +62,14 @@ export function jobRoutes({ config, log, infra, client, lookupModel, quota, metr
     return limit;
   };
 
+  /** The record as callers see it, with a succeeded job's outputs as v2 JSON (from the record, else RESULTS). */
   async function withResult(rec: JobRecord) {
-    if (rec.status !== "succeeded") return rec;
-    const msg = await infra.jsm.streams.getMessage(STREAMS.results, { last_by_subj: subjects.result(rec.id) }).catch(() => null);
-    if (!msg) return rec;
-    const { meta, outputs } = decodeResult(msg.data);
-    return { ...rec, result: toV2Json(meta, outputs) };
+    const shown = publicRecord(rec);
+    if (rec.status !== "succeeded") return shown;
+    const bytes = inlineResultOf(rec) ?? (await infra.jsm.streams.getMessage(STREAMS.results, { last_by_subj: subjects.result(rec.id) }).catch(() => null))?.data;
+    if (!bytes) return shown;
+    const { meta, outputs } = decodeResult(bytes);
+    return { ...shown, result: toV2Json(meta, outputs) };
   }
 
   app.post("/jobs", async (c) => {
@@ -130,7 +132,7 @@ export function jobRoutes({ config, log, infra, client, lookupModel, quota, metr
     const p = c.get("principal");
     const tenant = p.scopes.has("admin") ? c.req.query("tenant") : p.tenant;
     const jobs = await listJobs(infra, { status: status as JobRecord["status"] | undefined, model: c.req.query("model"), tenant, limit });
-    return c.json({ jobs });
+    return c.json({ jobs: jobs.map(publicRecord) });
   });
 
   app.delete("/jobs/:id", async (c) => {

@@ -12,6 +12,7 @@ import { pickVersion } from "#shared/model-repo.js";
 import type { Infra } from "#shared/nats.js";
 import type { ShardLabels, WorkerMetrics } from "#shared/metrics.js";
 import { encodeResult } from "#shared/results.js";
+import { INLINE_RESULT_MAX_BYTES } from "#shared/jobs.js";
 import { subjects } from "#shared/subjects.js";
 import { datatypeFromOrt, ortType, type Tensor, type TypedArray } from "#shared/tensor.js";
 import { validateInputs, validateOutputs } from "#shared/validate.js";
@@ -242,9 +243,11 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
         : { ...base, version: final.job?.version, ok: false, error: final.error.toJSON() };
       const body = encodeResult(final.job?.format ?? formatOf(held.data), meta, final.ok ? final.result.outputs : []);
       if (env.reply) infra.nc.publish(env.reply, body);
-      // a sync caller waiting on its reply subject needs no stored copy: that saves a JetStream write per request
+      // a sync caller waiting on its reply subject needs no stored copy: that saves a JetStream write per request;
+      // a tracked job's small answer is kept in its record instead, by the write that makes it terminal
       const replyOnly = env.reply && !env.track && env.replyOnly;
-      if (!replyOnly) await infra.js.publish(subjects.result(final.jobId), body, { msgID: `result-${env.msgId || final.jobId}` });
+      const inline = env.track && body.byteLength <= INLINE_RESULT_MAX_BYTES;
+      if (!replyOnly && !inline) await infra.js.publish(subjects.result(final.jobId), body, { msgID: `result-${env.msgId || final.jobId}` });
       if (metrics && s && s.kind !== "nas") {
         // a message that could not be parsed is counted under its subject's model, version unknown
         const shard = final.job?.stage ?? (s.kind === "stage" ? s.stage : 0);
@@ -258,6 +261,7 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
           metrics.failed(labels, final.error.code);
         }
       }
+      if (inline) return body;
     },
 
     async settled(job) {

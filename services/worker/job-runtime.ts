@@ -93,9 +93,11 @@ export interface Processor<J extends JobRef = JobRef, R = unknown> {
   run(job: J, ctx: RunContext): Promise<RunResult<R>>;
   /**
    * Makes the final answer durable (reply, stored result, trial event). `job` is absent when the message could
-   * not be parsed (or is answered by the advisory handler). Throws when the answer is not stored.
+   * not be parsed (or is answered by the advisory handler). Throws when the answer is not stored. May instead
+   * return the answer's bytes for a tracked job: they are then kept in its record, written by the same request
+   * that makes it terminal (one write, not two; see INLINE_RESULT_MAX_BYTES).
    */
-  publish(final: Final<J, R>, held: Held): Promise<void>;
+  publish(final: Final<J, R>, held: Held): Promise<Uint8Array | void>;
   /** After the message left the queue (ack or term): clean up what the job left behind. */
   settled?(job: J): Promise<void>;
 }
@@ -536,13 +538,14 @@ async function settle<J extends JobRef, R>(deps: LifecycleDeps, processor: Proce
       const job = s.job!;
       const result = s.run?.kind === "succeeded" ? s.run.result : undefined;
       if (result !== undefined) {
+        let kept: Uint8Array | void;
         try {
-          await processor.publish({ ok: true, jobId: job.id, job, result }, held);
+          kept = await processor.publish({ ok: true, jobId: job.id, job, result }, held);
         } catch (err) {
           return unrecorded("result", err);
         }
         if (held.env.track) {
-          const record = s.run?.kind === "succeeded" ? s.run.record : undefined;
+          const record = { ...(s.run?.kind === "succeeded" ? s.run.record : undefined), ...inlineResult(kept) };
           try {
             if (s.tracker) await s.tracker.finish({ ...record, status: "succeeded" });
             else await finishJob(deps.infra, job.id, job.model, { ...record, status: "succeeded", attempts: held.attempt }, deps.workerId);
@@ -585,14 +588,15 @@ async function settle<J extends JobRef, R>(deps: LifecycleDeps, processor: Proce
           return unrecorded("dead-letter", err);
         }
       }
+      let kept: Uint8Array | void;
       try {
-        await processor.publish({ ok: false, jobId, job: s.job, error }, held);
+        kept = await processor.publish({ ok: false, jobId, job: s.job, error }, held);
       } catch (err) {
         return unrecorded("result", err);
       }
       if (held.env.track) {
         try {
-          const patch = { status: "failed" as const, error: error.toJSON(), attempts: held.attempt };
+          const patch = { status: "failed" as const, error: error.toJSON(), attempts: held.attempt, ...inlineResult(kept) };
           if (s.tracker) await s.tracker.finish(patch);
           else await finishJob(deps.infra, jobId, s.job?.model ?? modelOf(held.subject), patch, deps.workerId);
         } catch (err) {
@@ -604,6 +608,11 @@ async function settle<J extends JobRef, R>(deps: LifecycleDeps, processor: Proce
       return left();
     }
   }
+}
+
+/** The record fields that keep an answer a processor left to the job record. */
+function inlineResult(kept: Uint8Array | void): Partial<JobRecord> {
+  return kept ? { result: Buffer.from(kept.buffer, kept.byteOffset, kept.byteLength).toString("base64") } : {};
 }
 
 function modelOf(subject: string): string {

@@ -22,6 +22,7 @@ import { DiscardPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageTyp
 import { Kvm, KvWatchInclude } from "@nats-io/kv";
 import * as ort from "onnxruntime-node";
 import { JetshardClient } from "#shared/client.js";
+import type { JobRecord } from "#shared/jobs.js";
 import { startNatsServer } from "#shared/nats-server.js";
 import { ElemType, encodeModel, model as onnxModel, node, valueInfo } from "#shared/onnx/builder.js";
 import { BUCKETS } from "#shared/subjects.js";
@@ -48,7 +49,7 @@ export const COMPLETION: Record<JobSystem, string> = {
   bullmq: "`Queue.add`, then BullMQ's own completion notice: one `QueueEvents` listener for the run (the mechanism behind `job.waitUntilFinished`), reading the events stream from its start, whose `completed` event carries the return value",
   raw: "`js.publish` (awaiting the stream's ack, with a msgID like jetshard's) with a reply subject in a header; the worker publishes the output there before it acks",
   "jetshard-nats":
-    "`client.submit`, then one watch on the whole `jobs` KV bucket (a single ordered consumer for the run, pushing every record change; no per-job watch, no polling) until the record is terminal, then `client.result(id)` for the output",
+    "`client.submit`, then one watch on the whole `jobs` KV bucket (a single ordered consumer for the run, pushing every record change; no per-job watch, no polling) until the record is terminal, whose small output is in the record itself (`client.result(id, record)` decodes it; a larger one it would read from RESULTS)",
   "jetshard-http": "`POST /v1/jobs` (v2 JSON inputs), then `GET /v1/jobs/{id}?wait=30s` (the gateway holds it until the record is terminal and answers with the result), over keep-alive connections",
 };
 
@@ -418,14 +419,14 @@ async function rawTarget(nc: NatsConnection, fixtures: Record<JobKind, Fixture>)
 async function jetshardNatsTarget(natsUrl: string, fixtures: Record<JobKind, Fixture>): Promise<Target> {
   const client = await JetshardClient.connect(natsUrl);
   const kv = await new Kvm(client.nc).open(BUCKETS.jobs);
-  const completions = new Completions<void>();
+  const completions = new Completions<JobRecord>();
   // one watch for the whole run, started before the first submit: only changes from now on
   const watch = await kv.watch({ include: KvWatchInclude.UpdatesOnly });
   void (async () => {
     for await (const e of watch) {
       if (e.operation !== "PUT" || e.value.length === 0) continue;
-      const rec = e.json<{ status: string; error?: { code: string; message: string } }>();
-      if (rec.status === "succeeded") completions.done(e.key, undefined);
+      const rec = e.json<JobRecord>();
+      if (rec.status === "succeeded") completions.done(e.key, rec);
       else if (rec.status === "failed" || rec.status === "cancelled") completions.failed(e.key, new Error(`jetshard job ${rec.status}: ${rec.error?.code ?? ""} ${rec.error?.message ?? ""}`));
     }
   })();
@@ -433,8 +434,8 @@ async function jetshardNatsTarget(natsUrl: string, fixtures: Record<JobKind, Fix
   return {
     async run(kind) {
       const { id } = await client.submit(JETSHARD_MODEL[kind], inputs(kind));
-      await completions.wait(id);
-      const res = await client.result(id);
+      // a small output is in the record the watch delivered; a larger one is read from RESULTS
+      const res = await client.result(id, await completions.wait(id));
       checkOutput(res?.outputs[0]?.data as Float32Array | undefined, fixtures[kind].expected, "jetshard (NATS client)");
     },
     async close() {

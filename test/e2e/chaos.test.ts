@@ -5,10 +5,11 @@
 import t from "tap";
 import type { ChildProcess } from "node:child_process";
 import { JetshardClient } from "#shared/client.js";
+import { newJobRecord } from "#shared/jobs.js";
 import { addModel } from "#shared/model-repo.js";
 import { encodeModel, mlp } from "#shared/onnx/builder.js";
 import type { Tensor } from "#shared/tensor.js";
-import { checkJobs } from "../helpers/checker.js";
+import { checkJobs, watchTerminalWrites } from "../helpers/checker.js";
 import { startStack } from "../helpers/stack.js";
 
 const BYTES = encodeModel(mlp({ layers: [16, 32, 4], seed: 21 }));
@@ -38,6 +39,7 @@ async function submitAll(n: number, concurrency: number, submit: (i: number) => 
 t.test("2,000 async jobs while workers are SIGKILLed about every second: every accepted job succeeds exactly once", async (t) => {
   const stack = await startStack(t, { JETSHARD_ACK_WAIT_MS: "1500", JETSHARD_MAX_DELIVER: "100", JETSHARD_HEARTBEAT_MS: "500" });
   await addModel(stack.infra, "chaos", BYTES);
+  const terminal = await watchTerminalWrites(stack.infra);
   const workers: ChildProcess[] = await Promise.all([stack.workerProcess(), stack.workerProcess(), stack.workerProcess()]);
   let kills = 0;
   let chaos = true;
@@ -58,7 +60,7 @@ t.test("2,000 async jobs while workers are SIGKILLed about every second: every a
   t.teardown(() => client.close());
   const t0 = performance.now();
   const { accepted, rejected } = await submitAll(2000, 32, async (i) => (await client.submit("chaos", input(i))).id);
-  const report = await checkJobs(stack.infra, accepted, 120_000);
+  const report = await checkJobs(stack.infra, accepted, 120_000, terminal);
   const seconds = (performance.now() - t0) / 1000;
   chaos = false;
   await killer;
@@ -74,6 +76,7 @@ t.test("2,000 async jobs while workers are SIGKILLed about every second: every a
 t.test("nats-server SIGKILLed and restarted on the same store mid-load: no accepted job is lost", async (t) => {
   const stack = await startStack(t, { JETSHARD_ACK_WAIT_MS: "2000" });
   await addModel(stack.infra, "chaos", BYTES);
+  const terminal = await watchTerminalWrites(stack.infra);
   await stack.worker();
   await stack.worker();
   const client = new JetshardClient(stack.infra.nc, { infra: stack.infra });
@@ -89,7 +92,7 @@ t.test("nats-server SIGKILLed and restarted on the same store mid-load: no accep
     }
   });
   await crashed;
-  const report = await checkJobs(stack.infra, accepted, 120_000);
+  const report = await checkJobs(stack.infra, accepted, 120_000, terminal);
   t.comment(`submitted 1000, accepted ${accepted.length}, rejected during the outage ${rejected}, succeeded ${report.succeeded}, lost ${report.lost.length}, duplicated ${report.duplicated.length}`);
   for (const f of report.failed.slice(0, 5)) t.comment(`failed: ${f}`);
   t.ok(accepted.length >= 300, "jobs were accepted before and after the crash");
@@ -101,6 +104,7 @@ t.test("nats-server SIGKILLed and restarted on the same store mid-load: no accep
 t.test("the gateway restarted mid-load: accepted jobs still complete and are readable from the new gateway", async (t) => {
   const stack = await startStack(t);
   await addModel(stack.infra, "chaos", BYTES);
+  const terminal = await watchTerminalWrites(stack.infra);
   await stack.worker();
   let gw = await stack.gateway();
   let restarted: Promise<void> | null = null;
@@ -123,10 +127,26 @@ t.test("the gateway restarted mid-load: accepted jobs still complete and are rea
     }
   });
   await restarted;
-  const report = await checkJobs(stack.infra, accepted, 60_000);
+  const report = await checkJobs(stack.infra, accepted, 60_000, terminal);
   t.same(report.lost, [], "none lost");
+  t.same(report.duplicated, [], "no duplicates");
   t.equal(report.succeeded, accepted.length);
   const sample = accepted[0]!;
   const r = (await (await fetch(`${gw.url}/v1/jobs/${sample}`)).json()) as any;
   t.match(r, { id: sample, status: "succeeded", result: { outputs: [{ shape: [1, 4] }] } }, "a job accepted by the old gateway is readable from the new one");
+});
+
+t.test("the checker itself: a job made terminal twice is a duplicate, one that succeeded without a result is lost", async (t) => {
+  const stack = await startStack(t);
+  const terminal = await watchTerminalWrites(stack.infra);
+  const rec = { ...newJobRecord("twice", "m"), status: "succeeded" as const, result: Buffer.from("answer").toString("base64") };
+  await stack.infra.jobs.put("twice", JSON.stringify(rec));
+  // a second answer overwriting the first: what the worker's compare-and-set must never let happen
+  await stack.infra.jobs.put("twice", JSON.stringify({ ...rec, worker: "another" }));
+  await stack.infra.jobs.put("empty", JSON.stringify({ ...newJobRecord("empty", "m"), status: "succeeded" }));
+  await stack.infra.jobs.put("once", JSON.stringify({ ...rec, id: "once" }));
+  const report = await checkJobs(stack.infra, ["twice", "empty", "once"], 5_000, terminal);
+  t.same(report.duplicated, ["twice"]);
+  t.same(report.lost, ["empty"]);
+  t.equal(report.succeeded, 3);
 });

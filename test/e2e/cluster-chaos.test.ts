@@ -9,7 +9,7 @@ import type { ChildProcess } from "node:child_process";
 import { addModel } from "#shared/model-repo.js";
 import { ElemType, encodeModel, model, node, valueInfo } from "#shared/onnx/builder.js";
 import { STREAMS } from "#shared/subjects.js";
-import { checkJobs } from "../helpers/checker.js";
+import { checkJobs, watchTerminalWrites } from "../helpers/checker.js";
 import { startClusterStack } from "../helpers/cluster.js";
 import { waitFor } from "../helpers/stack.js";
 
@@ -48,6 +48,7 @@ interface Fault {
 t.test("3-node cluster, replicas 3: NATS nodes and workers SIGKILLed with 5,000 async jobs in flight, none lost or duplicated, no 500s", async (t) => {
   const stack = await startClusterStack(t, { JETSHARD_ACK_WAIT_MS: "3000", JETSHARD_MAX_DELIVER: "100" });
   await addModel(stack.infra, "tiny", IDENTITY);
+  const terminal = await watchTerminalWrites(stack.infra);
   const gw = await stack.gateway();
 
   const answers: Answer[] = [];
@@ -83,10 +84,9 @@ t.test("3-node cluster, replicas 3: NATS nodes and workers SIGKILLed with 5,000 
   const t0 = performance.now();
   await lanes(() => next >= BACKLOG);
   t.comment(`backlog: ${accepted.length} jobs accepted in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  /** Jobs in flight (queued or running: JOBS is a work queue, a job leaves it when acked), and results stored. */
+  /** Jobs in flight (queued or running: JOBS is a work queue, a job leaves it when acked), and jobs finished. */
   const queued = async () => (await stack.infra.jsm.streams.info(STREAMS.jobs)).state.messages;
-  let lastResults = 0;
-  const results = async () => (lastResults = await stack.infra.jsm.streams.info(STREAMS.results).then((i) => i.state.messages, () => lastResults));
+  const results = async () => terminal.counts.size;
 
   // 2. workers start on it; submissions go on until both faults are over
   const workers: ChildProcess[] = await Promise.all([stack.workerProcess(), stack.workerProcess(), stack.workerProcess()]);
@@ -111,7 +111,7 @@ t.test("3-node cluster, replicas 3: NATS nodes and workers SIGKILLed with 5,000 
   const killer = (async () => {
     while (chaos) {
       const mark = await results();
-      await waitFor("500 more results", async () => !chaos || (await results()) >= mark + 500, 120_000, 200).catch(() => undefined);
+      await waitFor("500 more jobs finished", async () => !chaos || (await results()) >= mark + 500, 120_000, 200).catch(() => undefined);
       if (chaos) await killWorker();
     }
   })();
@@ -142,7 +142,7 @@ t.test("3-node cluster, replicas 3: NATS nodes and workers SIGKILLed with 5,000 
     await killWorker();
   };
   try {
-    await waitFor("the first results", async () => (await results()) >= 1, 60_000, 100);
+    await waitFor("the first jobs to finish", async () => (await results()) >= 1, 60_000, 100);
     await fault("fault 1", STREAMS.jobs);
     // the next node dies as soon as the first is back and current (quorum needs it)
     await fault("fault 2", "KV_jobs");
@@ -153,7 +153,7 @@ t.test("3-node cluster, replicas 3: NATS nodes and workers SIGKILLed with 5,000 
   await more;
   await killer;
   await Promise.all(replacing);
-  const report = await checkJobs(stack.infra, accepted, 120_000);
+  const report = await checkJobs(stack.infra, accepted, 120_000, terminal);
   if (report.lost.length > 0) {
     t.comment(`alive worker processes: ${workers.filter((w) => w.exitCode === null && w.signalCode === null).length} of ${workers.length}`);
     for await (const c of stack.infra.jsm.consumers.list(STREAMS.jobs)) {
