@@ -16,14 +16,14 @@ import { loadTest, type LoadResult } from "./load.js";
 import { codeFingerprint, describeMachine } from "./machine.js";
 import { buildModel, MODEL_SPECS, type BenchModel, type ModelName } from "./models.js";
 import { checkTargets, fillRatios, renderMarkdown, writeReport, type HttpRow, type InProcessRow, type Report } from "./report.js";
-import { HEARTBEAT_MS, inferUrl, prime, ROOT, startJetshard, startPlainServer, type JetshardStack } from "./systems.js";
+import { HEARTBEAT_MS, inferUrl, prime, ROOT, startFloor, startJetshard, startPlainServer, type JetshardStack } from "./systems.js";
 import { runWireSection, type WireReport } from "./wire.js";
 
 const HELP = `Usage: npm run bench [-- options]
 
   --quick            small model only, short runs, fewer jobs: about 3 minutes, under 2 with one section
                      (also: npm run bench --quick)
-  --section NAME     run only one section: http (in-process, plain server, jetshard sync infer), jobs (the
+  --section NAME     run only one section: http (in-process, plain server, floor, jetshard sync infer), jobs (the
                      job-queue comparison: BullMQ + Redis, raw JetStream, jetshard async jobs) or wire (mid,
                      2 shards: bytes per hop and latency with activations uncompressed, lz4, lz4 + fp16);
                      default all (wire is left out of --quick unless named)
@@ -233,6 +233,33 @@ async function main(): Promise<number> {
     return { server, url, notes };
   }
 
+  /** Measures the floor system (floor-server.ts) on `model`: what any front → NATS → worker design costs here. */
+  async function benchFloor(model: BenchModel) {
+    const notes: string[] = [];
+    let url: string | null = null;
+    const floor = await startFloor(model.name, model.file).catch((err) => {
+      failures++;
+      notes.push(`floor did not start: ${errMsg(err)}`);
+      return null;
+    });
+    if (floor) {
+      try {
+        url = inferUrl(floor.base, model.name);
+        await prime(url, model.body, 4, primeTimeoutMs(model));
+        await warmUp(url, model.body);
+      } catch (err) {
+        failures++;
+        notes.push(`floor never answered: ${errMsg(err)}`);
+        url = null;
+      }
+    }
+    await measure({ model: model.name, system: "floor" }, url, model.body, notes, `${model.name} floor`);
+    if (floor) {
+      await floor.stop();
+      logs[`${model.name}, floor`] = Object.fromEntries(floor.children.map((c) => [c.name, c.logs()]));
+    }
+  }
+
   /** Measures `model` on a fresh jetshard stack with `shards` shards on `workers` workers, each batching mode. */
   async function benchDeployment(model: BenchModel, shards: number, workers: number) {
     const stackLabel = `${model.name}, ${shards} shard${shards === 1 ? "" : "s"}, ${workers} worker${workers === 1 ? "" : "s"}`;
@@ -308,6 +335,7 @@ async function main(): Promise<number> {
     // the baseline is measured before and after jetshard's runs: the difference shows how much the machine drifted
     const plain = await setUpPlain(model);
     await measure({ model: name, system: "plain", phase: "before" }, plain.url, model.body, plain.notes, `${name} plain (before)`);
+    await benchFloor(model);
     for (const { shards, workers } of DEPLOYMENTS) await benchDeployment(model, shards, workers);
     await measure({ model: name, system: "plain", phase: "after" }, plain.url, model.body, plain.notes, `${name} plain (after)`);
     if (plain.server) {
@@ -375,7 +403,7 @@ async function main(): Promise<number> {
     },
     inProcess,
     http,
-    targets: httpSection ? checkTargets(http) : [],
+    targets: checkTargets(http, inProcess, jobs),
     jobs,
     wire,
     observations,

@@ -21,6 +21,12 @@ export const inferUrl = (base: string, model: string) => `${base}/v2/models/${mo
  */
 export const HEARTBEAT_MS = Number(process.env.JETSHARD_HEARTBEAT_MS ?? 1000);
 
+/**
+ * Node flags of every jetshard process: JETSHARD_BENCH_CPU_PROF=DIR writes a V8 CPU profile of each gateway and
+ * worker into DIR when it exits (`node --cpu-prof` is not allowed in NODE_OPTIONS).
+ */
+const nodeFlags = process.env.JETSHARD_BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.JETSHARD_BENCH_CPU_PROF}`] : [];
+
 /** Env of every jetshard process: the caller's (so JETSHARD_WORKER_CONCURRENCY etc. pass through) plus ours. */
 function jetshardEnv(natsUrl: string, dataDir: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return {
@@ -80,6 +86,38 @@ export async function startPlainServer(name: string, file: string): Promise<Plai
   return { base: `http://127.0.0.1:${port}`, child, stop: () => child.stop() };
 }
 
+/** A running floor system (floor-server.ts): its own nats-server, one front, one worker. */
+export interface FloorSystem {
+  base: string;
+  children: Child[];
+  stop(): Promise<void>;
+}
+
+/** Starts the floor: a nats-server, one minimal ORT worker for `file`, and the minimal front; resolves once it listens. */
+export async function startFloor(name: string, file: string): Promise<FloorSystem> {
+  const nats = await startNatsServer();
+  const natsChild = adopt("floor nats-server", nats.proc, "nats");
+  trackDir(path.dirname(nats.storeDir));
+  const script = path.join(ROOT, "test/bench/floor-server.ts");
+  const children: Child[] = [natsChild];
+  const stop = async () => {
+    for (const c of children.slice(1).reverse()) await c.stop();
+    await natsChild.stop();
+  };
+  try {
+    const worker = startChild("floor-worker", process.execPath, ["--import", "tsx", script, "--role", "worker", "--nats", nats.url, "--model", file], { cwd: ROOT, env: process.env, format: "text" });
+    children.push(worker);
+    await waitUntil("the floor worker to subscribe", async () => worker.tail().includes('{"ready":true}'), { timeoutMs: 60_000, watch: [worker] });
+    const front = startChild("floor-front", process.execPath, ["--import", "tsx", script, "--role", "front", "--nats", nats.url, "--name", name], { cwd: ROOT, env: process.env, format: "text" });
+    children.push(front);
+    const port = await waitUntil("the floor front to listen", async () => /\{"listening":(\d+)\}/.exec(front.tail())?.[1], { timeoutMs: 60_000, watch: [front] });
+    return { base: `http://127.0.0.1:${port}`, children, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
 /** Model settings asked for at upload (query parameters of PUT /v1/models/{m}). */
 export type UploadParams = Record<string, string>;
 
@@ -126,7 +164,7 @@ export async function startJetshard(workers: number): Promise<JetshardStack> {
   const base = `http://127.0.0.1:${port}`;
   const bin = path.join(ROOT, "bin/jetshard.js");
   const gwDir = trackDir(await mkdtemp(path.join(os.tmpdir(), "jetshard-bench-gw-")));
-  const gateway = startChild("gateway", process.execPath, [bin, "gateway"], { cwd: ROOT, env: jetshardEnv(nats.url, gwDir, { JETSHARD_PORT: String(port) }) });
+  const gateway = startChild("gateway", process.execPath, [...nodeFlags, bin, "gateway"], { cwd: ROOT, env: jetshardEnv(nats.url, gwDir, { JETSHARD_PORT: String(port) }) });
   children.push(gateway);
   const stack: JetshardStack = {
     base,
@@ -205,7 +243,7 @@ export async function startJetshard(workers: number): Promise<JetshardStack> {
     // them at the same moment on a fresh server can race (one saw "object store not found" and exited).
     for (let i = 1; i <= workers; i++) {
       const dir = trackDir(await mkdtemp(path.join(os.tmpdir(), "jetshard-bench-worker-")));
-      children.push(startChild(`worker-${i}`, process.execPath, [bin, "worker"], { cwd: ROOT, env: jetshardEnv(nats.url, dir, { JETSHARD_PORT: "0" }) }));
+      children.push(startChild(`worker-${i}`, process.execPath, [...nodeFlags, bin, "worker"], { cwd: ROOT, env: jetshardEnv(nats.url, dir, { JETSHARD_PORT: "0" }) }));
     }
     await waitUntil(
       `${workers} worker(s) to register`,
