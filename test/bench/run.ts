@@ -54,7 +54,7 @@ const SECTIONS = ["http", "jobs", "wire"] as const;
 type Section = (typeof SECTIONS)[number];
 /** How long a model may take to answer its first requests (mid: fetched from the object store, then loaded). */
 const primeTimeoutMs = (m: BenchModel) => (m.name === "mid" ? 180_000 : 60_000);
-const BUDGET_MS = { full: 570_000, quick: 110_000 };
+const BUDGET_MS = { full: 630_000, quick: 130_000 };
 
 const t0 = Date.now();
 const say = (msg: string) => process.stderr.write(`[bench +${Math.round((Date.now() - t0) / 1000)}s] ${msg}\n`);
