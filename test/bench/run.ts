@@ -210,13 +210,16 @@ async function main(): Promise<number> {
     }
   }
 
-  /** Starts the plain server for `model` and warms it; url null (and a note) when it does not come up. */
-  async function setUpPlain(model: BenchModel) {
+  /**
+   * Starts a server for `model` (the plain server, the floor) and warms it; url null (and a note) when it does not
+   * come up or never answers.
+   */
+  async function setUp<S extends { base: string }>(what: string, model: BenchModel, start: () => Promise<S>) {
     const notes: string[] = [];
     let url: string | null = null;
-    const server = await startPlainServer(model.name, model.file).catch((err) => {
+    const server = await start().catch((err) => {
       failures++;
-      notes.push(`plain server did not start: ${errMsg(err)}`);
+      notes.push(`${what} did not start: ${errMsg(err)}`);
       return null;
     });
     if (server) {
@@ -226,7 +229,7 @@ async function main(): Promise<number> {
         await warmUp(url, model.body);
       } catch (err) {
         failures++;
-        notes.push(`plain server never answered: ${errMsg(err)}`);
+        notes.push(`${what} never answered: ${errMsg(err)}`);
         url = null;
       }
     }
@@ -235,28 +238,11 @@ async function main(): Promise<number> {
 
   /** Measures the floor system (floor-server.ts) on `model`: what any front → NATS → worker design costs here. */
   async function benchFloor(model: BenchModel) {
-    const notes: string[] = [];
-    let url: string | null = null;
-    const floor = await startFloor(model.name, model.file).catch((err) => {
-      failures++;
-      notes.push(`floor did not start: ${errMsg(err)}`);
-      return null;
-    });
-    if (floor) {
-      try {
-        url = inferUrl(floor.base, model.name);
-        await prime(url, model.body, 4, primeTimeoutMs(model));
-        await warmUp(url, model.body);
-      } catch (err) {
-        failures++;
-        notes.push(`floor never answered: ${errMsg(err)}`);
-        url = null;
-      }
-    }
-    await measure({ model: model.name, system: "floor" }, url, model.body, notes, `${model.name} floor`);
-    if (floor) {
-      await floor.stop();
-      logs[`${model.name}, floor`] = Object.fromEntries(floor.children.map((c) => [c.name, c.logs()]));
+    const floor = await setUp("floor", model, () => startFloor(model.name, model.file));
+    await measure({ model: model.name, system: "floor" }, floor.url, model.body, floor.notes, `${model.name} floor`);
+    if (floor.server) {
+      await floor.server.stop();
+      logs[`${model.name}, floor`] = Object.fromEntries(floor.server.children.map((c) => [c.name, c.logs()]));
     }
   }
 
@@ -333,7 +319,7 @@ async function main(): Promise<number> {
     for (const r of await measureInProcess(model.file, model.inputWidth, [1, 32], opts.quick ? 1 : 2)) inProcess.push({ model: name, ...r });
 
     // the baseline is measured before and after jetshard's runs: the difference shows how much the machine drifted
-    const plain = await setUpPlain(model);
+    const plain = await setUp("plain server", model, () => startPlainServer(model.name, model.file));
     await measure({ model: name, system: "plain", phase: "before" }, plain.url, model.body, plain.notes, `${name} plain (before)`);
     await benchFloor(model);
     for (const { shards, workers } of DEPLOYMENTS) await benchDeployment(model, shards, workers);
