@@ -105,10 +105,10 @@ export async function startFloor(name: string, file: string): Promise<FloorSyste
     await natsChild.stop();
   };
   try {
-    const worker = startChild("floor-worker", process.execPath, ["--import", "tsx", script, "--role", "worker", "--nats", nats.url, "--model", file], { cwd: ROOT, env: process.env, format: "text" });
+    const worker = startChild("floor-worker", process.execPath, ["--import", "tsx", script, "--role", "worker", "--nats", nats.url, "--model", file], { cwd: ROOT, env: process.env });
     children.push(worker);
     await waitUntil("the floor worker to subscribe", async () => worker.tail().includes('{"ready":true}'), { timeoutMs: 60_000, watch: [worker] });
-    const front = startChild("floor-front", process.execPath, ["--import", "tsx", script, "--role", "front", "--nats", nats.url, "--name", name], { cwd: ROOT, env: process.env, format: "text" });
+    const front = startChild("floor-front", process.execPath, ["--import", "tsx", script, "--role", "front", "--nats", nats.url, "--name", name], { cwd: ROOT, env: process.env });
     children.push(front);
     const port = await waitUntil("the floor front to listen", async () => /\{"listening":(\d+)\}/.exec(front.tail())?.[1], { timeoutMs: 60_000, watch: [front] });
     return { base: `http://127.0.0.1:${port}`, children, stop };
