@@ -20,10 +20,11 @@ export async function readJson<T>(c: Context, schema: z.ZodType<T>, body?: unkno
 
 /**
  * A body size limit. A request that declares its Content-Length (and is not chunked) is judged on that header
- * alone, and one with neither header has no body: Node's HTTP parser never hands a route more body than the header says, so nothing needs counting, and the
- * route then reads the body straight from the socket. hono's own bodyLimit reads `c.req.raw.body` first, which
- * turns every request into a full web Request with a ReadableStream before the route runs: profiled at about a
- * third of the gateway's CPU per small v2 JSON request. A chunked body is counted as it streams, by hono's.
+ * alone, and one with neither header has no body: Node's HTTP parser never hands a route more body than the
+ * header says, so nothing needs counting, and the route then reads the body straight from the socket. hono's own
+ * bodyLimit reads `c.req.raw.body` first, which turns every request into a full web Request with a ReadableStream
+ * before the route runs: profiled at about a third of the gateway's CPU per small v2 JSON request. A chunked body
+ * is counted as it streams, by hono's.
  */
 export function bodyLimit(opts: { maxSize: number; onError: (c: Context) => Response | Promise<Response> }): MiddlewareHandler {
   const streamed = streamedBodyLimit(opts);

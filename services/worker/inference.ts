@@ -68,10 +68,10 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
     shard: String(shard),
   });
 
-  /** Runs one shard of a job; returns every output the shard produces (or the requested ones, on the last). */
   /** How long the last ORT run of each shard took (ms), by digest: a slow one is announced before it runs. */
   const lastRunMs = new Map<string, number>();
 
+  /** Runs one shard of a job; returns every output the shard produces (or the requested ones, on the last). */
   async function runShard(job: Job, rec: ModelRecord, priority: "high" | "normal", started: () => void, announce?: () => void): Promise<InferenceResult & { last: boolean }> {
     const tIn = performance.now();
     const mv = pickVersion(rec, job.version);

@@ -155,10 +155,10 @@ export interface JobRuntimeDeps extends LifecycleDeps {
   /** A source with `restart: false` ended on its own and was dropped. */
   onSourceEnded?: (key: string, err: unknown) => void;
   /**
-   * Announces a high-priority message taken for processing to whatever its processor waits for (the worker's
-   * ORT run slots): returns the call that says it started (or will not), see Semaphore.expect.
+   * Tells whatever the processor waits for (the worker's ORT run slots) that a high-priority message was taken
+   * and will ask soon: returns the call that says it started (or will not run), see Semaphore.expect.
    */
-  announceHigh?: () => () => void;
+  expectHigh?: () => () => void;
 }
 
 export interface JobRuntime {
@@ -712,7 +712,7 @@ export function createJobRuntime(deps: JobRuntimeDeps): JobRuntime {
       priority,
       stopping: () => stopping,
       onResult: (kind) => stats[kind]++,
-      onStart: priority === "high" ? deps.announceHigh?.() : undefined,
+      onStart: priority === "high" ? deps.expectHigh?.() : undefined,
     }).finally(() => {
       active--;
       slots.release();

@@ -280,7 +280,7 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
       await Promise.all([models.start(), peers.start()]);
       const policy = retryPolicy(config);
       inference = createInferenceProcessor({ infra, config, workerId: id, models, cache, runSlots, metrics });
-      runtime = createJobRuntime({ name: "inference", infra, log, workerId: id, policy, ackWaitMs: config.ackWaitMs, concurrency, processor: inference, onSourceEnded, announceHigh: () => runSlots.expect() });
+      runtime = createJobRuntime({ name: "inference", infra, log, workerId: id, policy, ackWaitMs: config.ackWaitMs, concurrency, processor: inference, onSourceEnded, expectHigh: () => runSlots.expect() });
       if (config.nasEnabled || config.nasOnly) trials = createTrialRunner({ infra, config, log, workerId: id, device });
       // a job of any kind may run out of deliveries: its processor answers it, even where it is not evaluated
       const trialProcessor: TrialProcessor = trials?.processor ?? createTrialProcessor({ infra, config, log, workerId: id, device });
