@@ -68,7 +68,10 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
     shard: String(shard),
   });
 
-  /** How long the last ORT run of each shard took (ms), by digest: a slow one is announced before it runs. */
+  /**
+   * How long ORT runs of each shard take (ms, a moving average that weighs the last run 0.3, so one stalled run of
+   * a fast model does not count it as slow), by digest: a slow one is announced before it runs.
+   */
   const lastRunMs = new Map<string, number>();
 
   /** Runs one shard of a job; returns every output the shard produces (or the requested ones, on the last). */
@@ -136,8 +139,9 @@ export function createInferenceProcessor({ infra, workerId, models, cache, runSl
     for (const t of inputs) feeds[t.name] = new ort.Tensor(ortType(t.datatype) as ort.Tensor.Type, t.data as never, t.shape);
     const out = await cache.use(shard, (session) => session.run(feeds, names));
     const ms = performance.now() - t0;
-    if (!lastRunMs.has(shard.digest) && lastRunMs.size >= MAX_BATCHERS) lastRunMs.clear();
-    lastRunMs.set(shard.digest, ms);
+    const before = lastRunMs.get(shard.digest);
+    if (before === undefined && lastRunMs.size >= MAX_BATCHERS) lastRunMs.clear();
+    lastRunMs.set(shard.digest, before === undefined ? ms : 0.7 * before + 0.3 * ms);
     metrics?.executed(labels, batched ? (inputs[0]?.shape[0] ?? 1) : 1, ms / 1000);
     return names.map((name) => {
       const t = out[name];

@@ -45,6 +45,9 @@ interface Fault {
   restartMs: number;
 }
 
+// about 3 minutes alone on 2 cores (6,000 jobs, two leader elections, restarts); more beside other test files
+t.setTimeout(360_000);
+
 t.test("3-node cluster, replicas 3: NATS nodes and workers SIGKILLed with 5,000 async jobs in flight, none lost or duplicated, no 500s", async (t) => {
   const stack = await startClusterStack(t, { JETSHARD_ACK_WAIT_MS: "3000", JETSHARD_MAX_DELIVER: "100" });
   await addModel(stack.infra, "tiny", IDENTITY);
