@@ -157,12 +157,14 @@ export function createWorker({ config, log: rootLog, nc: givenNc }: WorkerDeps):
         const high = source.endsWith(":high");
         const name = high ? highConsumerName(model) : consumerName(model, index);
         const filterSubject = high ? subjects.inferHigh(model) : index === 0 ? subjects.infer(model) : subjects.stage(model, index);
-        // slots go to the high-priority consumer's messages first
+        // slots go to the high-priority consumer's messages first; high-priority jobs are few and urgent, so one
+        // pull takes all that are queued (up to the worker's concurrency): none waits behind a normal job for the
+        // next pull of a small buffer
         await runtime.add({
           key: source,
           open: () => openConsumer(infra, STREAMS.jobs, name, jobConsumerConfig(filterSubject, config)),
           priority: high ? "high" : "normal",
-          fetch: { mode: "stream", buffer },
+          fetch: { mode: "stream", buffer: high ? Math.min(concurrency, 256) : buffer },
           restart: false,
         });
       }
