@@ -92,9 +92,10 @@ t.test("gateway, worker and controller serve valid Prometheus metrics with per-m
   t.equal(value(wtext, "jetshard_info", { service: "worker" }), 1);
 
   // ---- the worker's heartbeat, through GET /v1/workers
+  // a heartbeat sent between the last job and the poison's failure has the successes but not the failure
   const listed = await waitFor("heartbeat with the load's counters", async () => {
     const [x] = (await getJson(`${gw.url}/v1/workers`)).body.workers;
-    return x?.stats?.["mm:1"]?.succeeded === 16 ? x : null;
+    return x?.stats?.["mm:1"]?.succeeded === 16 && x?.stats?.["mm:0"]?.failed === 1 ? x : null;
   });
   const info = WorkerInfoSchema.parse(listed);
   t.ok(info.resources && info.resources.rssBytes > 0 && info.resources.memTotalBytes > 0 && Array.isArray(info.resources.gpus), "resources in the heartbeat");
