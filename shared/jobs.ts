@@ -48,6 +48,11 @@ export type JobRecord = z.infer<typeof JobRecordSchema>;
 /** Answers up to this size (encoded) are kept in the job record; larger ones in RESULTS. */
 export const INLINE_RESULT_MAX_BYTES = 16 * 1024;
 
+/** The record fields that keep an answer (the result message bytes) in the record itself. */
+export function inlineResultFields(bytes: Uint8Array): Pick<JobRecord, "result"> {
+  return { result: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64") };
+}
+
 /** The answer kept in a record, as the result message bytes; null when it is in RESULTS (or there is none). */
 export function inlineResultOf(rec: JobRecord): Uint8Array | null {
   return rec.result ? new Uint8Array(Buffer.from(rec.result, "base64")) : null;

@@ -17,7 +17,7 @@ import { headers as natsHeaders, type Msg, type MsgHdrs, type Subscription } fro
 import { deadLetter } from "#shared/dlq.js";
 import { readEnvelope, jobIdOf, type Envelope, type Priority } from "#shared/envelope.js";
 import { JobError, retryTransient, toJobError, type ErrorCode } from "#shared/errors.js";
-import { TERMINAL, casJob, getJob, newJobRecord, updateJob, type JobRecord } from "#shared/jobs.js";
+import { TERMINAL, casJob, getJob, inlineResultFields, newJobRecord, updateJob, type JobRecord } from "#shared/jobs.js";
 import type { Logger } from "#shared/log.js";
 import type { Infra } from "#shared/nats.js";
 import { HEADERS, STREAMS } from "#shared/subjects.js";
@@ -612,7 +612,7 @@ async function settle<J extends JobRef, R>(deps: LifecycleDeps, processor: Proce
 
 /** The record fields that keep an answer a processor left to the job record. */
 function inlineResult(kept: Uint8Array | void): Partial<JobRecord> {
-  return kept ? { result: Buffer.from(kept.buffer, kept.byteOffset, kept.byteLength).toString("base64") } : {};
+  return kept ? inlineResultFields(kept) : {};
 }
 
 function modelOf(subject: string): string {
