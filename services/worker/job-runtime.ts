@@ -688,9 +688,12 @@ export function createJobRuntime(deps: JobRuntimeDeps): JobRuntime {
     src.loops++;
     body()
       .catch((err) => log.error({ err, source: src.spec.key }, "consume loop failed"))
-      .finally(() => {
+      .finally(async () => {
         if (--src.loops === 0 && src.closed) {
-          // a consume iterator may have sent a pull just before it ended; a fetch's pull is over when it returns
+          // a consume iterator may have sent a pull just before it ended; a fetch's pull is over when it returns.
+          // The pull's expiry runs from when the server got it: a round trip first makes sure it has every pull we
+          // sent (on a loaded host one can sit in our outbound buffer past the margin), then the clock starts
+          if (src.spec.fetch.mode === "stream") await deps.infra.nc.flush().catch(() => undefined);
           src.pullsOpenUntil = Date.now() + (src.spec.fetch.mode === "stream" ? expiresOf(src.spec) + 100 : 0);
         }
       });
