@@ -19,7 +19,7 @@ async function file(t: Test, text: string): Promise<string> {
 const YAML = `# a fleet's settings
 port: 9090
 serve: [mnist, resnet]
-ort_spin: false
+ort_spin: true
 max_body_mb: 0.5
 nats_url: nats://worker:s3cret@127.0.0.1:4222
 nats_user: worker
@@ -34,7 +34,7 @@ t.test("settings come from the file, in their YAML types, with the environment's
   t.equal(c.configFile, f);
   t.equal(c.port, 9090);
   t.same(c.serve, ["mnist", "resnet"], "a list is what the environment writes comma-separated");
-  t.equal(c.ortSpin, false);
+  t.equal(c.ortSpin, true, "not the default (off)");
   t.equal(c.maxBodyBytes, 512 * 1024);
   t.same(c.natsServers, ["nats://worker:s3cret@127.0.0.1:4222"]);
   t.equal(c.logs.format, "json");
@@ -48,7 +48,7 @@ t.test("the environment overrides the file", async (t) => {
   const c = loadConfig({ JETSHARD_CONFIG: f, JETSHARD_PORT: "7070", JETSHARD_SERVE: "" });
   t.equal(c.port, 7070);
   t.same(c.serve, [], "even with an empty value");
-  t.equal(c.ortSpin, false, "the rest still comes from the file");
+  t.equal(c.ortSpin, true, "the rest still comes from the file");
 });
 
 t.test("an unknown key is an error naming the file and the key, with the closest known one", async (t) => {
@@ -82,7 +82,7 @@ t.test("explainConfig gives every setting's value and source, with secrets redac
   t.same(all.map((s) => s.name), ENV_NAMES, "every setting, in schema order");
   const by = Object.fromEntries(all.map((s) => [s.key, s]));
   t.match(by.port, { name: "JETSHARD_PORT", value: 7070, source: "env" });
-  t.match(by.ort_spin, { value: false, source: `file ${f}` });
+  t.match(by.ort_spin, { value: true, source: `file ${f}` });
   t.match(by.serve, { value: "mnist,resnet", source: `file ${f}` });
   t.match(by.workers, { value: 2, source: "default" });
   t.match(by.nats_password, { value: "***", source: `file ${f}`, secret: true });
