@@ -109,7 +109,6 @@ export async function connectNats(cfg: NatsConnectConfig, name: string, log?: Lo
     }
     throw err;
   }
-  coalesceWrites(nc);
   if (log) {
     void (async () => {
       for await (const s of nc.status()) {
@@ -120,46 +119,6 @@ export async function connectNats(cfg: NatsConnectConfig, name: string, log?: Lo
     })();
   }
   return nc;
-}
-
-/** The parts of nats.js's protocol handler that `coalesceWrites` touches (internal, checked before use). */
-interface ProtocolInternals {
-  outbound: { length(): number; size(): number; fill(buf: Uint8Array, ...more: Uint8Array[]): unknown };
-  pendingLimit: number;
-  flushPending(): void;
-  sendCommand(cmd: string | Uint8Array, ...payloads: Uint8Array[]): void;
-  close(err?: Error): Promise<void>;
-}
-
-const utf8 = new TextEncoder();
-
-/**
- * Makes the connection write to its socket once per turn of the event loop rather than once per microtask
- * checkpoint. nats.js flushes its outbound buffer in a microtask queued by the first command after a flush, so
- * the publishes, requests and acks of many jobs resumed by one socket read went out as several writes, each a
- * syscall that wakes nats-server (about 0.1 ms here). With `setImmediate` everything a turn produced goes out as
- * one write, right after that turn's I/O: no later than before for a lone command, far fewer writes under load.
- * The rest of the handler is nats.js's own (a full buffer still flushes at once, `flush()` and `drain()` write at
- * once); `close()` writes what is pending first, as the microtask did before it. If nats.js's internals ever
- * differ from what this expects, the connection is left as it is.
- */
-export function coalesceWrites(nc: NatsConnection): void {
-  const p = (nc as unknown as { protocol?: Partial<ProtocolInternals> }).protocol;
-  if (!p || typeof p.sendCommand !== "function" || typeof p.flushPending !== "function" || typeof p.close !== "function" || typeof p.pendingLimit !== "number") return;
-  const out = p.outbound;
-  if (!out || typeof out.length !== "function" || typeof out.size !== "function" || typeof out.fill !== "function") return;
-  const handler = p as ProtocolInternals;
-  handler.sendCommand = function (cmd, ...payloads) {
-    const len = this.outbound.length();
-    this.outbound.fill(typeof cmd === "string" ? utf8.encode(cmd) : cmd, ...payloads);
-    if (len === 0) setImmediate(() => this.flushPending());
-    else if (this.outbound.size() >= this.pendingLimit) this.flushPending();
-  };
-  const close = handler.close;
-  handler.close = function (err) {
-    this.flushPending();
-    return close.call(this, err);
-  };
 }
 
 export interface InfraOptions {
