@@ -10,13 +10,13 @@ import { createInbox, errors as natsErrors, nuid, type MsgHdrs, type NatsConnect
 import { JetStreamApiError, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { JS_API_CODES, JobError, fromNatsError, retryTransient } from "./errors.js";
 import { decodeResult, throwIfFailed } from "./results.js";
-import { HEADERS, STREAMS, subjects } from "./subjects.js";
+import { HEADERS, subjects } from "./subjects.js";
 import { writeEnvelope } from "./envelope.js";
 import type { Tensor } from "./tensor.js";
 import { MAX_PARAMETER_DEPTH, encodeFrame, withinDepth, type JobMeta } from "./wire.js";
 import { connectNats, openInfra, type Infra, type NatsSettings } from "./nats.js";
 import { loadConfig } from "./config.js";
-import { createJob, getJob, inlineResultOf, jobIdFromKey, publicRecord, type JobRecord } from "./jobs.js";
+import { createJob, getJob, jobIdFromKey, jobResultBytes, publicRecord, type JobRecord } from "./jobs.js";
 import { DEFAULT_TENANT } from "./auth.js";
 
 /** How long the connection may be down before pending sync calls fail (a stale-connection blip reconnects sooner). */
@@ -368,16 +368,14 @@ export class JetshardClient {
    */
   async result(id: string, record?: JobRecord): Promise<InferResult | null> {
     const rec = record ?? (await getJob(await this.infra(), id).catch(() => null))?.record;
-    const inline = rec ? inlineResultOf(rec) : null;
-    if (inline) return resultFromMessage(inline);
-    // one manager for the client: creating one per call costs a round trip (its account check)
-    this.jsmP ??= jetstreamManager(this.nc).catch((err) => {
-      this.jsmP = null;
-      throw err;
-    });
-    const jsm = await this.jsmP;
-    const msg = await jsm.streams.getMessage(STREAMS.results, { last_by_subj: subjects.result(id) }).catch(() => null);
-    return msg ? resultFromMessage(msg.data) : null;
+    const bytes = await jobResultBytes(id, rec, () =>
+      // one manager for the client: creating one per call costs a round trip (its account check)
+      (this.jsmP ??= jetstreamManager(this.nc).catch((err) => {
+        this.jsmP = null;
+        throw err;
+      })),
+    );
+    return bytes ? resultFromMessage(bytes) : null;
   }
 
   /**

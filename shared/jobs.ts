@@ -9,7 +9,8 @@ import { z } from "zod";
 import { JobError, fromNatsError, preview } from "./errors.js";
 import { kvKeys, mapLimit, type Infra } from "./nats.js";
 import { replayDeadLetter, type DeadLetterEntry, type DeadLetterFilter } from "./dlq.js";
-import { BUCKETS, STREAMS } from "./subjects.js";
+import { BUCKETS, STREAMS, subjects } from "./subjects.js";
+import type { JetStreamManager } from "@nats-io/jetstream";
 
 export const JOB_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
@@ -56,6 +57,18 @@ export function inlineResultFields(bytes: Uint8Array): Pick<JobRecord, "result">
 /** The answer kept in a record, as the result message bytes; null when it is in RESULTS (or there is none). */
 export function inlineResultOf(rec: JobRecord): Uint8Array | null {
   return rec.result ? new Uint8Array(Buffer.from(rec.result, "base64")) : null;
+}
+
+/**
+ * A job's answer as the result message bytes: the one kept in its record when it is small, else the last one in
+ * RESULTS (read with `jsm`, which is only asked for then); null when there is none. `rec` may be missing (a caller
+ * that cannot read the `jobs` bucket): then RESULTS is read.
+ */
+export async function jobResultBytes(id: string, rec: JobRecord | null | undefined, jsm: () => Promise<JetStreamManager>): Promise<Uint8Array | null> {
+  const inline = rec ? inlineResultOf(rec) : null;
+  if (inline) return inline;
+  const msg = await (await jsm()).streams.getMessage(STREAMS.results, { last_by_subj: subjects.result(id) }).catch(() => null);
+  return msg?.data ?? null;
 }
 
 /** A record as callers see it: without the encoded answer (which they get decoded, as the job's result). */

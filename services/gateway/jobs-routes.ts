@@ -7,12 +7,11 @@ import type { JetshardClient } from "#shared/client.js";
 import type { JetshardConfig } from "#shared/config.js";
 import { deleteDeadLetter, listDeadLetters, type DeadLetterFilter } from "#shared/dlq.js";
 import { JobError } from "#shared/errors.js";
-import { JOB_STATUSES, TERMINAL, cancelJob, getJob, inlineResultOf, listJobs, parseDurationMs, publicRecord, replayJob, waitJob, type JobRecord } from "#shared/jobs.js";
+import { JOB_STATUSES, TERMINAL, cancelJob, getJob, jobResultBytes, listJobs, parseDurationMs, publicRecord, replayJob, waitJob, type JobRecord } from "#shared/jobs.js";
 import type { Logger } from "#shared/log.js";
 import { pickVersion } from "#shared/model-repo.js";
 import type { Infra } from "#shared/nats.js";
 import { decodeResult, toV2Json } from "#shared/results.js";
-import { STREAMS, subjects } from "#shared/subjects.js";
 import { tensorsFromJson, validateInputs, validateOutputs } from "#shared/validate.js";
 import { InferInputSchema, type ModelRecord } from "#shared/wire.js";
 import { readJson } from "./body.js";
@@ -66,7 +65,7 @@ export function jobRoutes({ config, log, infra, client, lookupModel, quota, metr
   async function withResult(rec: JobRecord) {
     const shown = publicRecord(rec);
     if (rec.status !== "succeeded") return shown;
-    const bytes = inlineResultOf(rec) ?? (await infra.jsm.streams.getMessage(STREAMS.results, { last_by_subj: subjects.result(rec.id) }).catch(() => null))?.data;
+    const bytes = await jobResultBytes(rec.id, rec, async () => infra.jsm);
     if (!bytes) return shown;
     const { meta, outputs } = decodeResult(bytes);
     return { ...shown, result: toV2Json(meta, outputs) };
