@@ -7,7 +7,7 @@ import { encodeModel, mlp } from "#shared/onnx/builder.js";
 import { CommanderError } from "commander";
 import { buildProgram } from "../../services/cli/program.js";
 import { BIN, cli } from "../helpers/cli.js";
-import { ROOT, freePort, startStack } from "../helpers/stack.js";
+import { ROOT, freePort, startStack, waitFor } from "../helpers/stack.js";
 
 /** `jetshard <args>` parsed in this process (help and usage errors only: no command runs). */
 async function parseOnly(...args: string[]): Promise<{ exitCode: number; out: string; err: string }> {
@@ -199,7 +199,10 @@ t.test("jetshard up starts gateway and workers, seeds demo-mlp, prints a working
   const cnnInfo = (await (await fetch(`http://127.0.0.1:${port}/v1/models/demo-cnn`)).json()) as any;
   t.equal(cnnInfo.versions[0].shards.length, 2, "demo-cnn is stored as 2 shards");
 
-  const workers = ((await (await fetch(`http://127.0.0.1:${port}/v1/workers`)).json()) as any).workers;
+  // up prints the curl once the demo answers, which one worker suffices for: the second may still be registering
+  const listWorkers = async () => ((await (await fetch(`http://127.0.0.1:${port}/v1/workers`)).json()) as any).workers as Array<{ pid: number }>;
+  await waitFor("both workers registered", async () => (await listWorkers()).length >= 2, 60_000, 200).catch(() => undefined);
+  const workers = await listWorkers();
   t.equal(workers.length, 2, "two workers");
   child.kill("SIGINT");
   const code = await new Promise((r) => child.once("exit", r));

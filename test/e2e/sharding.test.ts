@@ -85,9 +85,14 @@ t.test("activations bigger than the NATS max payload travel by claim check and a
   t.teardown(() => client.close());
   const r = await client.infer("wide", [{ name: "input", datatype: "FP32", shape: [1, 4], data }]);
   t.ok(maxAbsDiff(r.outputs[0]!.data as Float32Array, await whole(bytes, "input", data, [1, 4])) <= 1e-5, "correct through the claim check");
-  const left: string[] = [];
-  for await (const o of await stack.infra.claims.list()) if (!o.deleted) left.push(o.name);
-  t.same(left, [], "claim deleted after use");
+  // the stage that used the claim deletes it once its message left the queue, which is after the answer went out
+  const left = async () => {
+    const names: string[] = [];
+    for await (const o of await stack.infra.claims.list()) if (!o.deleted) names.push(o.name);
+    return names;
+  };
+  await waitFor("the claim to be deleted", async () => (await left()).length === 0, 10_000).catch(() => undefined);
+  t.same(await left(), [], "claim deleted after use");
   const claims = await stack.infra.jsm.streams.info("OBJ_claims");
   t.ok(claims.state.last_seq >= 3, `the claims store was written to: chunks, metadata and its deletion (${claims.state.last_seq} messages)`);
 });
